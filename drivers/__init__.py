@@ -1,0 +1,1 @@
+"""Drivers: Modbus registers to named, typed, quality-flagged values, and back."""
