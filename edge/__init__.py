@@ -1,0 +1,1 @@
+"""The gateway: polls Modbus devices, decides alarms locally, stores, and syncs."""

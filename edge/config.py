@@ -1,0 +1,234 @@
+"""Site configuration: one TOML file, validated at load, errors name the key path."""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+from typing import Any, Literal
+from urllib.parse import urlparse
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from drivers.device import DeviceMap
+from drivers.errors import ConfigError, from_validation_error
+from drivers.profile import Profile, load_profile
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class SiteSection(_Strict):
+    id: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
+    name: str = ""
+
+
+class GatewaySection(_Strict):
+    id: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
+    data_dir: str = "var"
+    healthy_relay: str | None = None
+    status_interval_s: float = Field(default=30.0, gt=0)
+
+
+class UplinkSection(_Strict):
+    broker_url: str = "mqtt://127.0.0.1:1883"
+    username: str | None = None
+    password: str | None = None
+    client_id: str | None = None
+    batch_size: int = Field(default=200, ge=1, le=5000)
+    max_inflight_batches: int = Field(default=4, ge=1, le=64)
+    ack_timeout_s: float = Field(default=10.0, gt=0)
+    keepalive_s: int = Field(default=30, ge=5, le=3600)
+    historical_after_s: float = Field(default=300.0, gt=0)
+
+    @model_validator(mode="after")
+    def _check_url(self) -> "UplinkSection":
+        url = urlparse(self.broker_url)
+        if url.scheme not in ("mqtt", "tcp") or not url.hostname:
+            raise ValueError("broker_url must look like mqtt://host:port")
+        return self
+
+    @property
+    def host(self) -> str:
+        return urlparse(self.broker_url).hostname or "127.0.0.1"
+
+    @property
+    def port(self) -> int:
+        return urlparse(self.broker_url).port or 1883
+
+
+class DeviceSection(_Strict):
+    name: str = Field(pattern=r"^[A-Za-z0-9_-]+$")
+    unit_id: int = Field(ge=0, le=247)
+    profile: str
+    poll_interval_s: float = Field(default=5.0, gt=0)
+    timeout_s: float | None = Field(default=None, gt=0)
+    retries: int | None = Field(default=None, ge=0, le=10)
+    address_offset: int = Field(default=0, ge=0, le=65000)
+    points: list[str] = Field(default_factory=list)
+    ranges: dict[str, tuple[float | None, float | None]] = Field(default_factory=dict)
+
+
+class BusSection(_Strict):
+    name: str = Field(pattern=r"^[A-Za-z0-9_-]+$")
+    kind: Literal["tcp", "rtu", "rtu_over_tcp"]
+    host: str | None = None
+    port: int | None = Field(default=None, ge=1, le=65535)
+    serial_port: str | None = None
+    baudrate: int = Field(default=9600, ge=300, le=921600)
+    parity: Literal["N", "E", "O"] = "N"
+    stopbits: Literal[1, 2] = 1
+    bytesize: Literal[7, 8] = 8
+    timeout_s: float = Field(default=1.0, gt=0, le=60)
+    retries: int = Field(default=1, ge=0, le=10)
+    devices: list[DeviceSection] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _check_transport(self) -> "BusSection":
+        if self.kind == "rtu" and not self.serial_port:
+            raise ValueError("a rtu bus needs serial_port")
+        if self.kind != "rtu" and (not self.host or not self.port):
+            raise ValueError(f"a {self.kind} bus needs host and port")
+        return self
+
+
+class RelaySection(_Strict):
+    device: str
+    point: str
+    active_high: bool = True
+
+
+class AlarmSection(_Strict):
+    name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
+    point: str = Field(description="device.point")
+    kind: Literal["high", "low", "on", "off"]
+    setpoint: float | None = None
+    hysteresis: float = Field(default=0.0, ge=0)
+    latch: bool = False
+    severity: Literal["info", "warning", "critical"] = "warning"
+    relays: list[str] = Field(default_factory=list)
+    message: str = ""
+
+    @model_validator(mode="after")
+    def _check_setpoint(self) -> "AlarmSection":
+        if self.kind in ("high", "low") and self.setpoint is None:
+            raise ValueError(f"a {self.kind} alarm needs setpoint")
+        return self
+
+
+class SiteConfig(_Strict):
+    site: SiteSection
+    gateway: GatewaySection
+    uplink: UplinkSection = Field(default_factory=UplinkSection)
+    buses: list[BusSection] = Field(default_factory=list)
+    relays: dict[str, RelaySection] = Field(default_factory=dict)
+    alarms: list[AlarmSection] = Field(default_factory=list)
+    simulation: dict[str, Any] = Field(
+        default_factory=dict, description="read by `groundwatch simulate` only"
+    )
+
+    # Filled in by load_config: where the file lives, and each device's register map.
+    base_dir: Path = Path(".")
+    maps: dict[str, DeviceMap] = Field(default_factory=dict, exclude=True)
+
+    model_config = ConfigDict(extra="forbid", arbitrary_types_allowed=True)
+
+    def devices(self) -> list[tuple[BusSection, DeviceSection]]:
+        return [(bus, dev) for bus in self.buses for dev in bus.devices]
+
+    def device(self, name: str) -> DeviceSection:
+        for _, dev in self.devices():
+            if dev.name == name:
+                return dev
+        raise KeyError(name)
+
+    @property
+    def data_dir(self) -> Path:
+        return (self.base_dir / self.gateway.data_dir).resolve()
+
+
+def _cross_check(cfg: SiteConfig, source: str) -> None:
+    """Checks that span sections: names unique, references resolve to real points."""
+    seen_bus: set[str] = set()
+    seen_dev: dict[str, Profile] = {}
+    for b, bus in enumerate(cfg.buses):
+        if bus.name in seen_bus:
+            raise ConfigError(source, f"buses[{b}].name", f"duplicate bus {bus.name!r}")
+        seen_bus.add(bus.name)
+        units: set[int] = set()
+        for d, dev in enumerate(bus.devices):
+            path = f"buses[{b}].devices[{d}]"
+            if dev.name in seen_dev:
+                raise ConfigError(source, f"{path}.name", f"duplicate device {dev.name!r}")
+            if dev.unit_id in units:
+                raise ConfigError(
+                    source, f"{path}.unit_id", f"unit id {dev.unit_id} used twice on bus"
+                )
+            units.add(dev.unit_id)
+            try:
+                profile = load_profile(dev.profile, str(cfg.base_dir))
+            except ConfigError as exc:
+                raise ConfigError(
+                    source, f"{path}.profile", f"{exc.source}: {exc.path} {exc.message}"
+                ) from None
+            seen_dev[dev.name] = profile
+            for key in list(dev.points) + list(dev.ranges):
+                if key not in profile.points:
+                    raise ConfigError(
+                        source, f"{path}.points",
+                        f"profile {profile.name} has no point {key!r}",
+                    )
+            cfg.maps[dev.name] = DeviceMap(
+                profile, dev.points, dev.address_offset, dict(dev.ranges)
+            )
+
+    def resolve(path: str, ref: str, writable: bool = False) -> None:
+        dev, _, point = ref.partition(".")
+        if dev not in seen_dev:
+            raise ConfigError(source, path, f"no device {dev!r}")
+        prof = seen_dev[dev]
+        if point not in prof.points:
+            raise ConfigError(source, path, f"device {dev!r} has no point {point!r}")
+        if writable and not prof.points[point].writable:
+            raise ConfigError(source, path, f"point {ref!r} is not writable")
+
+    for name, relay in cfg.relays.items():
+        resolve(f"relays.{name}.point", f"{relay.device}.{relay.point}", writable=True)
+    if cfg.gateway.healthy_relay and cfg.gateway.healthy_relay not in cfg.relays:
+        raise ConfigError(
+            source, "gateway.healthy_relay", f"no relay {cfg.gateway.healthy_relay!r}"
+        )
+    names: set[str] = set()
+    for a, alarm in enumerate(cfg.alarms):
+        if alarm.name in names:
+            raise ConfigError(source, f"alarms[{a}].name", f"duplicate alarm {alarm.name!r}")
+        names.add(alarm.name)
+        resolve(f"alarms[{a}].point", alarm.point)
+        for r, relay in enumerate(alarm.relays):
+            if relay not in cfg.relays:
+                raise ConfigError(source, f"alarms[{a}].relays[{r}]", f"no relay {relay!r}")
+
+
+def parse_config(data: dict[str, Any], source: str, base_dir: Path) -> SiteConfig:
+    """Validate an already-parsed TOML document."""
+    try:
+        cfg = SiteConfig.model_validate({**data, "base_dir": base_dir})
+    except ValidationError as exc:
+        raise from_validation_error(source, exc) from None
+    _cross_check(cfg, source)
+    return cfg
+
+
+def load_config(path: str | Path) -> SiteConfig:
+    """Load and validate a site configuration; raise ConfigError naming the key."""
+    path = Path(path)
+    try:
+        with path.open("rb") as fh:
+            data = tomllib.load(fh)
+    except FileNotFoundError:
+        raise ConfigError(str(path), "", "file not found") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(str(path), "", f"not valid TOML: {exc}") from None
+    if "base_dir" in data or "maps" in data:
+        raise ConfigError(str(path), "base_dir" if "base_dir" in data else "maps", "unknown key")
+    return parse_config(data, str(path), path.resolve().parent)
