@@ -1,0 +1,297 @@
+"""The gateway: polls every device on its period, decides alarms, drives relays.
+
+Everything that protects the site runs here, without the network: a leak alarm sets
+its relay coil on the next poll of the cable controller whether or not the broker is
+reachable. Storing happens beside it, and syncing drains the store in the background.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import time
+from dataclasses import dataclass, field
+
+from drivers.device import DeviceMap
+from edge.alarms import AlarmRule, Transition
+from edge.bus import BusError, DeviceReportedError, ModbusBus, NoAnswer
+from edge.config import BusSection, DeviceSection, SiteConfig, load_config
+from edge.store import EdgeStore, utc_now_iso
+from edge.uplink import Uplink
+from groundwatch.contract import Quality
+
+log = logging.getLogger(__name__)
+
+# How often the "gateway healthy" relay is rewritten while the poll loop runs. A relay
+# module with a communication watchdog drops it when these writes stop.
+HEALTHY_REFRESH_S = 2.0
+
+
+@dataclass(slots=True)
+class DeviceState:
+    """Runtime state of one polled device."""
+
+    cfg: DeviceSection
+    map: DeviceMap
+    next_due: float = 0.0
+    online: bool | None = None  # None until the first poll
+    polls: int = 0
+    failures: int = 0
+    last_good_poll: str | None = None
+    last_values: dict[str, float | None] = field(default_factory=dict)
+
+
+class Gateway:
+    """Owns the store, the buses, the alarm rules and the uplink."""
+
+    def __init__(self, cfg: SiteConfig, clock=time.monotonic):  # type: ignore[no-untyped-def]
+        self.cfg = cfg
+        self.clock = clock
+        self.store = EdgeStore(cfg.data_dir / "gateway.sqlite")
+        self.buses = {b.name: ModbusBus(b) for b in cfg.buses}
+        self.bus_of: dict[str, str] = {}
+        self.devices: dict[str, DeviceState] = {}
+        for bus, dev in cfg.devices():
+            self.bus_of[dev.name] = bus.name
+            self.devices[dev.name] = DeviceState(dev, cfg.maps[dev.name])
+        saved = self.store.load_alarm_states()
+        self.rules = [AlarmRule(a, saved.get(a.name)) for a in cfg.alarms]
+        self.rules_by_point: dict[tuple[str, str], list[AlarmRule]] = {}
+        for rule in self.rules:
+            self.rules_by_point.setdefault((rule.device, rule.point), []).append(rule)
+        self.relay_state: dict[str, bool] = {}  # last state written successfully
+        self.relay_wanted: dict[str, bool] = {}
+        self.relay_dirty = asyncio.Event()
+        self.uplink = Uplink(cfg, self.store)
+        self.stop_event = asyncio.Event()
+        self.started_monotonic = clock()
+        self.counters = {"polls": 0, "poll_failures": 0, "readings": 0,
+                         "alarms_raised": 0, "relay_writes": 0, "relay_failures": 0}
+
+    # -- relays --------------------------------------------------------------------
+
+    def _desired_relays(self) -> dict[str, bool]:
+        wanted = {name: False for name in self.cfg.relays}
+        for rule in self.rules:
+            if rule.active:
+                for relay in rule.cfg.relays:
+                    wanted[relay] = True
+        if self.cfg.gateway.healthy_relay:
+            wanted[self.cfg.gateway.healthy_relay] = not self.stop_event.is_set()
+        return wanted
+
+    def _update_relays(self) -> None:
+        self.relay_wanted = self._desired_relays()
+        if any(self.relay_state.get(k) != v for k, v in self.relay_wanted.items()):
+            self.relay_dirty.set()
+
+    async def _write_relay(self, name: str, on: bool) -> bool:
+        relay = self.cfg.relays[name]
+        dev = self.devices[relay.device]
+        point = dev.map.points[relay.point]
+        bus = self.buses[self.bus_of[relay.device]]
+        try:
+            await bus.write_coil(
+                dev.cfg.unit_id, dev.map.wire(point.address), on == relay.active_high
+            )
+        except BusError as exc:
+            self.counters["relay_failures"] += 1
+            log.error("site=%s relay=%s write %s failed: %s", self.cfg.site.id, name,
+                      "on" if on else "off", exc)
+            return False
+        self.counters["relay_writes"] += 1
+        if self.relay_state.get(name) != on:
+            log.info("site=%s relay=%s -> %s", self.cfg.site.id, name,
+                     "ON" if on else "off")
+        self.relay_state[name] = on
+        return True
+
+    async def _relay_task(self) -> None:
+        """Write changed relays at once; refresh all of them periodically."""
+        healthy = self.cfg.gateway.healthy_relay
+        next_refresh = 0.0
+        while not self.stop_event.is_set():
+            now = self.clock()
+            refresh = now >= next_refresh
+            for name, on in self._desired_relays().items():
+                if refresh or self.relay_state.get(name) != on:
+                    await self._write_relay(name, on)
+            if refresh:
+                next_refresh = now + HEALTHY_REFRESH_S
+            self.relay_dirty.clear()
+            try:
+                await asyncio.wait_for(self.relay_dirty.wait(), HEALTHY_REFRESH_S / 4)
+            except TimeoutError:
+                pass
+        if healthy:  # an orderly stop de-energises "gateway healthy"
+            await self._write_relay(healthy, False)
+
+    # -- alarms --------------------------------------------------------------------
+
+    def _record_transition(self, t: Transition, ts: str) -> None:
+        a = t.alarm
+        if t.state == "raised":
+            self.counters["alarms_raised"] += 1
+        (log.warning if t.state == "raised" else log.info)(
+            "site=%s alarm=%s %s value=%s", self.cfg.site.id, a.name, t.state, t.value
+        )
+        self.store.add_event(
+            a.name, "alarm", t.state, severity=a.severity, point=a.point, value=t.value,
+            message=a.message, ts=ts,
+        )
+
+    def _evaluate(self, device: str, samples, ts: str) -> None:  # type: ignore[no-untyped-def]
+        changed = []
+        for s in samples:
+            for rule in self.rules_by_point.get((device, s.point), ()):
+                t = rule.evaluate(s.value, s.quality == Quality.GOOD, ts)
+                if t is not None:
+                    changed.append((rule, t))
+        if not changed:
+            return
+        # Relays first: the site is protected before the disk or the network is asked.
+        self._update_relays()
+        for rule, t in changed:
+            self._record_transition(t, ts)
+            self.store.save_alarm_state(rule.state)
+
+    def _process_acks(self) -> None:
+        for alarm, who in self.store.take_ack_requests():
+            for rule in self.rules:
+                if rule.cfg.name == alarm:
+                    ts = utc_now_iso()
+                    t = rule.acknowledge(ts)
+                    if t is not None:
+                        self._update_relays()
+                        self.store.add_event(
+                            alarm, "alarm", t.state, severity=rule.cfg.severity,
+                            point=rule.cfg.point, message=f"acknowledged by {who}", ts=ts,
+                        )
+                        self.store.save_alarm_state(rule.state)
+
+    # -- polling -------------------------------------------------------------------
+
+    async def _poll_device(self, bus: ModbusBus, dev: DeviceState) -> None:
+        unit = dev.cfg.unit_id
+        timeout_s = dev.cfg.timeout_s or bus.cfg.timeout_s
+        retries = bus.cfg.retries if dev.cfg.retries is None else dev.cfg.retries
+        data: dict[str, dict[int, int]] = {}
+        errors: set[str] = set()
+        ts = utc_now_iso()
+        try:
+            for block in dev.map.blocks:
+                for attempt in range(retries + 1):
+                    try:
+                        data.setdefault(block.table, {}).update(
+                            await bus.read(unit, block, timeout_s)
+                        )
+                        break
+                    except NoAnswer:
+                        if attempt == retries:
+                            raise
+                    except DeviceReportedError as exc:
+                        errors.add(block.table)
+                        log.debug("device=%s %s", dev.cfg.name, exc)
+                        break
+        except NoAnswer as exc:
+            self._device_failed(dev, ts, str(exc))
+            return
+
+        samples = dev.map.decode(data)
+        rows = []
+        for s in samples:
+            quality = s.quality
+            if quality == Quality.COMM_LOST and dev.map.points[s.point].table in errors:
+                quality = Quality.DEVICE_ERROR
+            rows.append((s.point, s.value, quality.value, s.unit))
+        self.store.add_readings(ts, dev.cfg.name, rows)
+        self.counters["readings"] += len(rows)
+        dev.last_good_poll, dev.polls = ts, dev.polls + 1
+        if dev.online is False:
+            log.info("site=%s device=%s unit=%s answering again", self.cfg.site.id,
+                     dev.cfg.name, unit)
+            self.store.add_event(dev.cfg.name, "device", "online", ts=ts)
+        dev.online = True
+        self._evaluate(dev.cfg.name, samples, ts)
+
+    def _device_failed(self, dev: DeviceState, ts: str, reason: str) -> None:
+        dev.failures += 1
+        self.counters["poll_failures"] += 1
+        if dev.online is False:
+            log.debug("device=%s still silent: %s", dev.cfg.name, reason)
+            return
+        # First failure: say it once, loudly; store no fabricated values, only the
+        # fact that communication is lost, so the cloud's latest value says so too.
+        log.error("site=%s device=%s unit=%s offline: %s", self.cfg.site.id,
+                  dev.cfg.name, dev.cfg.unit_id, reason)
+        dev.online = False
+        self.store.add_event(dev.cfg.name, "device", "offline", message=reason, ts=ts)
+        self.store.add_readings(ts, dev.cfg.name, [
+            (name, None, Quality.COMM_LOST.value, p.unit)
+            for name, p in dev.map.points.items() if p.type != "string"
+        ])
+
+    async def _bus_task(self, bus: ModbusBus) -> None:
+        devices = [d for d in self.devices.values() if self.bus_of[d.cfg.name] == bus.cfg.name]
+        if not devices:
+            return
+        while not self.stop_event.is_set():
+            dev = min(devices, key=lambda d: d.next_due)
+            delay = dev.next_due - self.clock()
+            if delay > 0:
+                try:
+                    await asyncio.wait_for(self.stop_event.wait(), delay)
+                    break
+                except TimeoutError:
+                    pass
+            self.counters["polls"] += 1
+            try:
+                await self._poll_device(bus, dev)
+            except Exception:  # noqa: BLE001 - a sensor never kills the poll loop
+                log.exception("site=%s device=%s poll crashed", self.cfg.site.id,
+                              dev.cfg.name)
+            now = self.clock()
+            dev.next_due = max(dev.next_due + dev.cfg.poll_interval_s, now)
+            self._process_acks()
+
+    # -- lifecycle -----------------------------------------------------------------
+
+    async def run(self) -> None:
+        """Run until stop_event is set."""
+        site, gw = self.cfg.site.id, self.cfg.gateway.id
+        log.info("site=%s gateway=%s starting: %d devices on %d buses, store %s", site,
+                 gw, len(self.devices), len(self.buses), self.store.path)
+        self.store.add_event(gw, "gateway", "started", durable=False)
+        restored = [r.cfg.name for r in self.rules if r.active]
+        if restored:
+            log.warning("site=%s restoring active alarms %s", site, restored)
+        self._update_relays()
+        tasks = [asyncio.create_task(self._bus_task(b)) for b in self.buses.values()]
+        tasks.append(asyncio.create_task(self._relay_task()))
+        tasks.append(asyncio.create_task(self.uplink.run(self.stop_event)))
+        try:
+            await self.stop_event.wait()
+        finally:
+            self.stop_event.set()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            self.store.add_event(gw, "gateway", "stopped", durable=False)
+            for bus in self.buses.values():
+                bus.close()
+            self.store.close()
+            log.info("site=%s gateway=%s stopped", site, gw)
+
+
+def run_gateway(config_path: str) -> int:
+    """Entry point of `groundwatch edge`."""
+    cfg = load_config(config_path)
+
+    async def main() -> None:
+        gw = Gateway(cfg)
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, gw.stop_event.set)
+        await gw.run()
+
+    asyncio.run(main())
+    return 0

@@ -1,0 +1,261 @@
+"""The gateway's SQLite store: readings, events, the outbox and alarm state.
+
+Every record gets a per-gateway sequence number when it is committed, and enters the
+outbox in the same transaction; it leaves the outbox only when the cloud receiver
+acknowledges that it stored it. Readings are committed in batches with
+synchronous=NORMAL (WAL); alarm events with synchronous=FULL, so an alarm survives a
+power cut the moment it is recorded.
+"""
+
+from __future__ import annotations
+
+import logging
+import sqlite3
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS readings (
+    seq INTEGER PRIMARY KEY, ts TEXT NOT NULL, device TEXT NOT NULL,
+    point TEXT NOT NULL, value REAL, quality TEXT NOT NULL, unit TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS readings_point_ts ON readings (device, point, ts);
+CREATE TABLE IF NOT EXISTS events (
+    seq INTEGER PRIMARY KEY, ts TEXT NOT NULL, source TEXT NOT NULL,
+    event TEXT NOT NULL, state TEXT NOT NULL, severity TEXT, point TEXT,
+    value REAL, message TEXT
+);
+-- Records not yet acknowledged by the cloud; priority 0 (events) goes first.
+CREATE TABLE IF NOT EXISTS outbox (
+    seq INTEGER PRIMARY KEY, kind TEXT NOT NULL, priority INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS outbox_order ON outbox (priority, seq);
+CREATE TABLE IF NOT EXISTS alarm_state (
+    name TEXT PRIMARY KEY, active INTEGER NOT NULL, latched INTEGER NOT NULL,
+    since TEXT, value REAL
+);
+CREATE TABLE IF NOT EXISTS ack_requests (
+    id INTEGER PRIMARY KEY, alarm TEXT NOT NULL, requested_at TEXT NOT NULL,
+    who TEXT NOT NULL DEFAULT 'local'
+);
+"""
+
+PRIORITY_EVENT, PRIORITY_READING = 0, 1
+
+
+def utc_now_iso() -> str:
+    """Now, as ISO 8601 UTC with an explicit offset and milliseconds."""
+    return datetime.now(UTC).isoformat(timespec="milliseconds")
+
+
+@dataclass(slots=True)
+class AlarmStateRow:
+    name: str
+    active: bool
+    latched: bool
+    since: str | None
+    value: float | None
+
+
+def connect(path: str | Path) -> sqlite3.Connection:
+    """Open a store connection: WAL, NORMAL sync, and a busy timeout for readers."""
+    conn = sqlite3.connect(str(path), isolation_level=None, timeout=10.0)
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute("PRAGMA synchronous=NORMAL")
+    conn.execute("PRAGMA busy_timeout=10000")
+    return conn
+
+
+class EdgeStore:
+    """Single-writer store owned by the gateway's event loop."""
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.conn = connect(self.path)
+        self.conn.executescript(SCHEMA)
+        row = self.conn.execute("SELECT value FROM meta WHERE key='next_seq'").fetchone()
+        # The sequence high-water mark lives in meta, so deleting old rows can never
+        # make a sequence number come back (the cloud would drop it as a duplicate).
+        self.next_seq = int(row[0]) if row else 1
+
+    def close(self) -> None:
+        self.conn.close()
+
+    def _take_seqs(self, n: int) -> range:
+        seqs = range(self.next_seq, self.next_seq + n)
+        self.conn.execute(
+            "INSERT INTO meta(key, value) VALUES('next_seq', ?) "
+            "ON CONFLICT(key) DO UPDATE SET value=excluded.value",
+            (str(self.next_seq + n),),
+        )
+        return seqs
+
+    def add_readings(
+        self, ts: str, device: str, samples: Iterable[tuple[str, float | None, str, str]]
+    ) -> list[int]:
+        """Commit (point, value, quality, unit) samples of one poll; return their seqs."""
+        rows = list(samples)
+        if not rows:
+            return []
+        start = self.next_seq
+        with self._transaction():
+            seqs = self._take_seqs(len(rows))
+            self.conn.executemany(
+                "INSERT INTO readings(seq, ts, device, point, value, quality, unit) "
+                "VALUES (?,?,?,?,?,?,?)",
+                [(s, ts, device, *r) for s, r in zip(seqs, rows, strict=True)],
+            )
+            self.conn.executemany(
+                "INSERT INTO outbox(seq, kind, priority) VALUES (?, 'reading', ?)",
+                [(s, PRIORITY_READING) for s in seqs],
+            )
+        self.next_seq = start + len(rows)
+        return list(seqs)
+
+    def add_event(
+        self, source: str, event: str, state: str, *, severity: str | None = None,
+        point: str | None = None, value: float | None = None, message: str = "",
+        ts: str | None = None, durable: bool = True,
+    ) -> int:
+        """Commit one event; alarm events are fsynced before this returns."""
+        ts = ts or utc_now_iso()
+        if durable:
+            self.conn.execute("PRAGMA synchronous=FULL")
+        try:
+            with self._transaction():
+                (seq,) = self._take_seqs(1)
+                self.conn.execute(
+                    "INSERT INTO events(seq, ts, source, event, state, severity, point, "
+                    "value, message) VALUES (?,?,?,?,?,?,?,?,?)",
+                    (seq, ts, source, event, state, severity, point, value, message),
+                )
+                self.conn.execute(
+                    "INSERT INTO outbox(seq, kind, priority) VALUES (?, 'event', ?)",
+                    (seq, PRIORITY_EVENT),
+                )
+        finally:
+            if durable:
+                self.conn.execute("PRAGMA synchronous=NORMAL")
+        self.next_seq = seq + 1
+        return seq
+
+    def _transaction(self) -> "_Tx":
+        return _Tx(self)
+
+    # -- outbox -------------------------------------------------------------------
+
+    def outbox_batch(self, limit: int, exclude: set[int]) -> list[dict[str, Any]]:
+        """The next records to send: events first, then readings, oldest first."""
+        rows = self.conn.execute(
+            "SELECT seq, kind FROM outbox ORDER BY priority, seq LIMIT ?",
+            (limit + len(exclude),),
+        ).fetchall()
+        picked = [(s, k) for s, k in rows if s not in exclude][:limit]
+        readings = [s for s, k in picked if k == "reading"]
+        events = [s for s, k in picked if k == "event"]
+        out: list[dict[str, Any]] = []
+        for chunk in _chunks(events, 500):
+            out += [
+                _event_record(r) for r in self.conn.execute(
+                    "SELECT seq, ts, source, event, state, severity, point, value, message "
+                    f"FROM events WHERE seq IN ({','.join('?' * len(chunk))})", chunk,
+                )
+            ]
+        for chunk in _chunks(readings, 500):
+            out += [
+                {"seq": r[0], "kind": "reading", "ts": r[1], "device": r[2],
+                 "point": r[3], "value": r[4], "quality": r[5], "unit": r[6]}
+                for r in self.conn.execute(
+                    "SELECT seq, ts, device, point, value, quality, unit FROM readings "
+                    f"WHERE seq IN ({','.join('?' * len(chunk))}) ORDER BY seq", chunk,
+                )
+            ]
+        return out
+
+    def mark_delivered(self, ranges: list[list[int]]) -> int:
+        """Remove acknowledged sequence ranges from the outbox; return rows removed."""
+        with self._transaction():
+            removed = 0
+            for first, last in ranges:
+                cur = self.conn.execute(
+                    "DELETE FROM outbox WHERE seq BETWEEN ? AND ?", (first, last)
+                )
+                removed += cur.rowcount
+        return removed
+
+    def outbox_depth(self) -> int:
+        return self.conn.execute("SELECT count(*) FROM outbox").fetchone()[0]
+
+    def oldest_unsent_ts(self) -> str | None:
+        row = self.conn.execute(
+            "SELECT min(ts) FROM (SELECT r.ts FROM outbox o JOIN readings r USING(seq) "
+            "UNION ALL SELECT e.ts FROM outbox o JOIN events e USING(seq))"
+        ).fetchone()
+        return row[0] if row else None
+
+    # -- alarm state --------------------------------------------------------------
+
+    def load_alarm_states(self) -> dict[str, AlarmStateRow]:
+        return {
+            r[0]: AlarmStateRow(r[0], bool(r[1]), bool(r[2]), r[3], r[4])
+            for r in self.conn.execute(
+                "SELECT name, active, latched, since, value FROM alarm_state"
+            )
+        }
+
+    def save_alarm_state(self, row: AlarmStateRow) -> None:
+        with self._transaction():
+            self.conn.execute(
+                "INSERT INTO alarm_state(name, active, latched, since, value) "
+                "VALUES (?,?,?,?,?) ON CONFLICT(name) DO UPDATE SET active=excluded.active,"
+                " latched=excluded.latched, since=excluded.since, value=excluded.value",
+                (row.name, int(row.active), int(row.latched), row.since, row.value),
+            )
+
+    def request_ack(self, alarm: str, who: str = "local") -> None:
+        """Ask the running gateway to acknowledge (unlatch) an alarm."""
+        with self._transaction():
+            self.conn.execute(
+                "INSERT INTO ack_requests(alarm, requested_at, who) VALUES (?,?,?)",
+                (alarm, utc_now_iso(), who),
+            )
+
+    def take_ack_requests(self) -> list[tuple[str, str]]:
+        with self._transaction():
+            rows = self.conn.execute("SELECT id, alarm, who FROM ack_requests").fetchall()
+            self.conn.execute("DELETE FROM ack_requests")
+        return [(r[1], r[2]) for r in rows]
+
+
+class _Tx:
+    """BEGIN IMMEDIATE ... COMMIT, rolled back on error."""
+
+    def __init__(self, store: EdgeStore):
+        self.conn = store.conn
+
+    def __enter__(self) -> None:
+        self.conn.execute("BEGIN IMMEDIATE")
+
+    def __exit__(self, exc_type: Any, *_: Any) -> None:
+        self.conn.execute("ROLLBACK" if exc_type else "COMMIT")
+
+
+def _chunks(items: list[int], n: int) -> Iterable[list[int]]:
+    for i in range(0, len(items), n):
+        yield items[i : i + n]
+
+
+def _event_record(r: tuple) -> dict[str, Any]:
+    rec = {"seq": r[0], "kind": "event", "ts": r[1], "source": r[2], "event": r[3],
+           "state": r[4]}
+    for key, val in zip(("severity", "point", "value", "message"), r[5:], strict=True):
+        if val not in (None, ""):
+            rec[key] = val
+    return rec
