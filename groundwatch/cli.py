@@ -55,6 +55,21 @@ def _cmd_check(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _cmd_ack(args: argparse.Namespace) -> int:
+    from edge.config import load_config
+    from edge.store import EdgeStore
+
+    cfg = load_config(args.config)
+    if args.alarm not in {a.name for a in cfg.alarms}:
+        print(f"error: no alarm {args.alarm!r} in {args.config}", file=sys.stderr)
+        return EXIT_FAIL
+    store = EdgeStore(cfg.data_dir / "gateway.sqlite")
+    store.request_ack(args.alarm, who=args.who)
+    store.close()
+    print(f"acknowledgement of {args.alarm} queued; the gateway applies it on its next poll")
+    return EXIT_OK
+
+
 def _cmd_profiles(args: argparse.Namespace) -> int:
     from drivers.profile import builtin_profiles, load_profile
 
@@ -117,6 +132,12 @@ def build_parser() -> argparse.ArgumentParser:
     p = add("check", _cmd_check, "validate a site configuration and exit",
             "groundwatch check --config site.toml")
     p.add_argument("--config", required=True, help="site configuration (TOML)")
+
+    p = add("ack", _cmd_ack, "acknowledge (unlatch) an alarm at the gateway",
+            "groundwatch ack --config site.toml trench-leak")
+    p.add_argument("--config", required=True, help="site configuration (TOML)")
+    p.add_argument("--who", default="local operator", help="recorded with the event")
+    p.add_argument("alarm", help="alarm name from the site configuration")
 
     add("profiles", _cmd_profiles, "list the built-in device profiles",
         "groundwatch profiles")

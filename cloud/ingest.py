@@ -1,0 +1,213 @@
+"""MQTT ingest: receive gateway batches, store them, then acknowledge what is stored."""
+
+from __future__ import annotations
+
+import logging
+import sqlite3
+import threading
+from typing import Any
+
+import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion
+
+from cloud.store import CloudStore
+from groundwatch import contract
+from groundwatch.contract import ContractError
+
+log = logging.getLogger(__name__)
+
+MAX_PAYLOAD_BYTES = 1 << 20
+COUNTERS = ("messages", "records", "duplicates", "malformed", "acks_sent", "store_errors")
+GATEWAY_STATUSES = ("online", "offline")
+
+
+class Ingestor:
+    """Subscribes to every gateway's data and status topics and feeds the store.
+
+    The session is persistent (clean_session=False under a stable client id), so
+    batches published while the receiver is down wait in the broker for it.
+    `site` narrows the subscriptions to one site ("+" is every site).
+    """
+
+    def __init__(
+        self, store: CloudStore, broker_host: str, broker_port: int = 1883,
+        client_id: str = "groundwatch-cloud", *, site: str = "+",
+        clean_session: bool = False, keepalive_s: int = 30,
+        max_payload_bytes: int = MAX_PAYLOAD_BYTES,
+        username: str | None = None, password: str | None = None,
+    ) -> None:
+        self.store = store
+        self.broker_host, self.broker_port = broker_host, broker_port
+        self.client_id = client_id
+        self.keepalive_s = keepalive_s
+        self.max_payload_bytes = max_payload_bytes
+        root = contract.TOPIC_ROOT
+        self.subscriptions = (
+            contract.DATA_SUBSCRIPTION if site == "+" else f"{root}/{site}/+/data",
+            contract.STATUS_SUBSCRIPTION if site == "+" else f"{root}/{site}/+/status",
+        )
+        self._counts = dict.fromkeys(COUNTERS, 0)
+        self._counts_lock = threading.Lock()
+        self._connected = False
+        self._ready = threading.Event()
+        self._stopping = False
+        self._client = mqtt.Client(
+            CallbackAPIVersion.VERSION2, client_id=client_id,
+            protocol=mqtt.MQTTv311, clean_session=clean_session,
+        )
+        if username:
+            self._client.username_pw_set(username, password)
+        self._client.reconnect_delay_set(min_delay=1, max_delay=30)
+        self._client.on_connect = self._on_connect
+        self._client.on_disconnect = self._on_disconnect
+        self._client.on_subscribe = self._on_subscribe
+        self._client.on_message = self._on_message
+
+    # -- lifecycle -----------------------------------------------------------------
+
+    def start(self) -> None:
+        """Connect in the background; paho keeps reconnecting until stop()."""
+        self._stopping = False
+        self._client.connect_async(self.broker_host, self.broker_port, self.keepalive_s)
+        self._client.loop_start()
+
+    def stop(self) -> None:
+        """Disconnect and stop the network thread."""
+        self._stopping = True
+        self._client.disconnect()
+        self._client.loop_stop()
+        self._connected = False
+        self._ready.clear()
+
+    def wait_ready(self, timeout_s: float) -> bool:
+        """Wait until connected and subscribed; return whether that happened in time."""
+        return self._ready.wait(timeout_s)
+
+    @property
+    def connected(self) -> bool:
+        """Whether the broker connection is up."""
+        return self._connected
+
+    def counters(self) -> dict[str, int]:
+        """Return a snapshot of the ingest counters."""
+        with self._counts_lock:
+            return dict(self._counts)
+
+    def _count(self, name: str, n: int = 1) -> None:
+        with self._counts_lock:
+            self._counts[name] += n
+
+    # -- paho callbacks (network thread) --------------------------------------------
+
+    def _on_connect(
+        self, client: mqtt.Client, userdata: Any, flags: mqtt.ConnectFlags,
+        reason_code: mqtt.ReasonCode, properties: mqtt.Properties | None,
+    ) -> None:
+        if reason_code.is_failure:
+            log.warning("broker %s:%s refused the connection: %s",
+                        self.broker_host, self.broker_port, reason_code)
+            return
+        self._connected = True
+        log.info("connected to broker %s:%s as %s (session present: %s)",
+                 self.broker_host, self.broker_port, self.client_id,
+                 flags.session_present)
+        client.subscribe([(topic, 1) for topic in self.subscriptions])
+
+    def _on_subscribe(
+        self, client: mqtt.Client, userdata: Any, mid: int,
+        reason_codes: list[mqtt.ReasonCode], properties: mqtt.Properties | None,
+    ) -> None:
+        if any(code.is_failure for code in reason_codes):
+            log.error("broker refused subscriptions %s: %s", self.subscriptions,
+                      [str(code) for code in reason_codes])
+            return
+        log.debug("subscribed to %s", self.subscriptions)
+        self._ready.set()
+
+    def _on_disconnect(
+        self, client: mqtt.Client, userdata: Any, flags: mqtt.DisconnectFlags,
+        reason_code: mqtt.ReasonCode, properties: mqtt.Properties | None,
+    ) -> None:
+        self._connected = False
+        self._ready.clear()
+        if not self._stopping:
+            log.warning("lost broker %s:%s (%s); reconnecting",
+                        self.broker_host, self.broker_port, reason_code)
+
+    def _on_message(self, client: mqtt.Client, userdata: Any, msg: mqtt.MQTTMessage) -> None:
+        try:
+            try:
+                site, gateway, leaf = contract.split_topic(msg.topic)
+            except ContractError as exc:
+                self._malformed(msg.topic, str(exc))
+                return
+            if leaf == "data":
+                self._on_data(client, site, gateway, msg)
+            elif leaf == "status":
+                self._on_status(site, gateway, msg)
+        except Exception:  # noqa: BLE001 - one bad message must never stop ingest
+            log.exception("unexpected error handling a message on %s", msg.topic)
+
+    # -- handlers --------------------------------------------------------------------
+
+    def _malformed(self, topic: str, reason: str) -> None:
+        self._count("malformed")
+        log.warning("dropped malformed message on %s: %s", topic, reason)
+
+    def _on_data(
+        self, client: mqtt.Client, site: str, gateway: str, msg: mqtt.MQTTMessage,
+    ) -> None:
+        self._count("messages")
+        if len(msg.payload) > self.max_payload_bytes:
+            self._malformed(msg.topic, f"payload of {len(msg.payload)} bytes is over "
+                                       f"the {self.max_payload_bytes}-byte limit")
+            return
+        try:
+            body = contract.decode_batch(msg.payload)
+            if (body["site"], body["gateway"]) != (site, gateway):
+                raise ContractError(
+                    f"body names {body['site']}/{body['gateway']}, topic {site}/{gateway}"
+                )
+            stored, new, duplicates = self.store.store_batch(
+                site, gateway, body["records"], bool(body.get("historical", False)),
+            )
+        except ValueError as exc:  # ContractError, or a record field the store refuses
+            self._malformed(msg.topic, str(exc))
+            return
+        except sqlite3.Error:
+            self._count("store_errors")
+            log.exception("cannot store a batch from %s/%s; not acknowledged",
+                          site, gateway)
+            return
+        self._count("records", new)
+        self._count("duplicates", duplicates)
+        ack = contract.encode_ack(body.get("batch"), contract.seq_ranges(stored))
+        info = client.publish(contract.ack_topic(site, gateway), ack, qos=1)
+        if info.rc == mqtt.MQTT_ERR_SUCCESS:
+            self._count("acks_sent")
+        else:
+            log.warning("cannot publish the ack of batch %s to %s/%s: %s",
+                        body.get("batch"), site, gateway, mqtt.error_string(info.rc))
+        log.debug("batch %s from %s/%s: %d new, %d duplicate", body.get("batch"),
+                  site, gateway, new, duplicates)
+
+    def _on_status(self, site: str, gateway: str, msg: mqtt.MQTTMessage) -> None:
+        try:
+            status = msg.payload.decode().strip()
+        except UnicodeDecodeError:
+            self._malformed(msg.topic, "status is not UTF-8")
+            return
+        if not status:
+            return  # a cleared retained status
+        if status not in GATEWAY_STATUSES:
+            self._malformed(msg.topic, f"status {status[:40]!r} is not online or offline")
+            return
+        # A live "online" is a sign of life; a retained one only says what was last said.
+        seen = status == "online" and not msg.retain
+        try:
+            self.store.set_gateway_status(site, gateway, status, seen=seen)
+        except sqlite3.Error:
+            self._count("store_errors")
+            log.exception("cannot store the status of %s/%s", site, gateway)
+            return
+        log.info("gateway %s/%s is %s", site, gateway, status)
