@@ -1,1 +1,1 @@
-"""The cloud receiver: ingest gateway batches over MQTT, acknowledge, serve HTTP JSON."""
+"""The cloud receiver: ingest gateway batches over MQTT, acknowledge, serve JSON."""

@@ -17,7 +17,9 @@ from groundwatch.contract import ContractError
 log = logging.getLogger(__name__)
 
 MAX_PAYLOAD_BYTES = 1 << 20
-COUNTERS = ("messages", "records", "duplicates", "malformed", "acks_sent", "store_errors")
+COUNTERS = (
+    "messages", "records", "duplicates", "malformed", "acks_sent", "store_errors",
+)
 GATEWAY_STATUSES = ("online", "offline")
 
 
@@ -134,7 +136,9 @@ class Ingestor:
             log.warning("lost broker %s:%s (%s); reconnecting",
                         self.broker_host, self.broker_port, reason_code)
 
-    def _on_message(self, client: mqtt.Client, userdata: Any, msg: mqtt.MQTTMessage) -> None:
+    def _on_message(
+        self, client: mqtt.Client, userdata: Any, msg: mqtt.MQTTMessage,
+    ) -> None:
         try:
             try:
                 site, gateway, leaf = contract.split_topic(msg.topic)
@@ -166,7 +170,8 @@ class Ingestor:
             body = contract.decode_batch(msg.payload)
             if (body["site"], body["gateway"]) != (site, gateway):
                 raise ContractError(
-                    f"body names {body['site']}/{body['gateway']}, topic {site}/{gateway}"
+                    f"body names {body['site']}/{body['gateway']}, "
+                    f"topic {site}/{gateway}"
                 )
             stored, new, duplicates = self.store.store_batch(
                 site, gateway, body["records"], bool(body.get("historical", False)),
@@ -200,9 +205,9 @@ class Ingestor:
         if not status:
             return  # a cleared retained status
         if status not in GATEWAY_STATUSES:
-            self._malformed(msg.topic, f"status {status[:40]!r} is not online or offline")
+            self._malformed(msg.topic, f"status {status[:40]!r} is not a status")
             return
-        # A live "online" is a sign of life; a retained one only says what was last said.
+        # A live "online" is a sign of life; a retained one is only what was last said.
         seen = status == "online" and not msg.retain
         try:
             self.store.set_gateway_status(site, gateway, status, seen=seen)

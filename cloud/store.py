@@ -104,8 +104,8 @@ VALUES (:site, :gateway, :seq, :ts, :device, :point, :tag, :value, :quality, :un
 """
 
 _INSERT_EVENT = """
-INSERT INTO events (site, gateway, seq, ts, source, event, state, severity, point, value,
-                    message, historical, received_at)
+INSERT INTO events (site, gateway, seq, ts, source, event, state, severity, point,
+                    value, message, historical, received_at)
 VALUES (:site, :gateway, :seq, :ts, :source, :event, :state, :severity, :point, :value,
         :message, :historical, :received_at)
 """
@@ -147,7 +147,9 @@ def utc_now() -> str:
     return format_ts(datetime.now(timezone.utc))
 
 
-def _text(rec: dict[str, Any], key: str, where: str, required: bool = True) -> str | None:
+def _text(
+    rec: dict[str, Any], key: str, where: str, required: bool = True,
+) -> str | None:
     value = rec.get(key)
     if value is None and not required:
         return None
@@ -175,7 +177,11 @@ def _row(rec: Any, i: int, base: dict[str, Any]) -> tuple[str, dict[str, Any]]:
     if not isinstance(seq, int) or isinstance(seq, bool) or seq < 1:
         raise ValueError(f"{where}.seq: {seq!r} is not a positive integer")
     kind = rec.get("kind")
-    row = dict(base, seq=seq, ts=normalise_ts(rec.get("ts")))
+    try:
+        ts = normalise_ts(rec.get("ts"))
+    except ValueError as exc:
+        raise ValueError(f"{where}.ts: {exc}") from None
+    row = dict(base, seq=seq, ts=ts)
     if kind == "reading":
         device = _text(rec, "device", where)
         point = _text(rec, "point", where)
@@ -185,7 +191,8 @@ def _row(rec: Any, i: int, base: dict[str, Any]) -> tuple[str, dict[str, Any]]:
             raise ValueError(f"{where}.value: {exc}") from None
         row.update(
             device=device, point=point, tag=f"{device}.{point}", value=value,
-            quality=_text(rec, "quality", where), unit=_text(rec, "unit", where, False) or "",
+            quality=_text(rec, "quality", where),
+            unit=_text(rec, "unit", where, False) or "",
         )
     elif kind == "event":
         value = rec.get("value")
@@ -407,7 +414,8 @@ class CloudStore:
         """Return the site's events of one kind ("alarm", "device"), newest first."""
         with self._read() as db:
             return _dicts(db.execute(
-                "SELECT ts, source, state, severity, point, value, message, seq, gateway "
+                "SELECT ts, source, state, severity, point, value, message, seq, "
+                "gateway "
                 "FROM events WHERE site = ? AND event = ? "
                 "ORDER BY ts DESC, seq DESC LIMIT ?", (site, event, limit),
             ))

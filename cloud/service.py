@@ -1,0 +1,90 @@
+"""`groundwatch cloud`: the MQTT ingestor and the HTTP API in one process."""
+
+from __future__ import annotations
+
+import logging
+import signal
+import socket
+import threading
+from types import FrameType
+from urllib.parse import urlparse
+
+import uvicorn
+
+from cloud.api import create_app
+from cloud.ingest import Ingestor
+from cloud.store import CloudStore
+from drivers.errors import ConfigError
+
+log = logging.getLogger(__name__)
+
+EXIT_OK, EXIT_FAIL = 0, 1
+DEFAULT_CLIENT_ID = "groundwatch-cloud"
+
+
+def parse_broker_url(url: str) -> tuple[str, int]:
+    """Return (host, port) of an mqtt://host:port URL; raise ConfigError if not one."""
+    parsed = urlparse(url)
+    try:
+        port = parsed.port or 1883
+    except ValueError:
+        port = -1
+    if parsed.scheme not in ("mqtt", "tcp") or not parsed.hostname or port < 0:
+        raise ConfigError("--broker", "", f"{url!r} is not like mqtt://host:port")
+    return parsed.hostname, port
+
+
+def _bind(host: str, port: int) -> socket.socket:
+    """Bind the HTTP listening socket, so port 0 resolves before the log line."""
+    family, kind, proto, _, address = socket.getaddrinfo(
+        host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE,
+    )[0]
+    sock = socket.socket(family, kind, proto)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind(address)
+    except OSError:
+        sock.close()
+        raise
+    sock.set_inheritable(True)
+    return sock
+
+
+def run_cloud(
+    db: str, broker_url: str, http_host: str, http_port: int, offline_after_s: float,
+) -> int:
+    """Run ingest and the API until SIGINT or SIGTERM; return the exit code."""
+    broker_host, broker_port = parse_broker_url(broker_url)
+    try:
+        sock = _bind(http_host, http_port)
+    except OSError as exc:
+        log.error("cannot listen on %s:%s: %s", http_host, http_port, exc)
+        return EXIT_FAIL
+    store = CloudStore(db)
+    ingestor = Ingestor(store, broker_host, broker_port, client_id=DEFAULT_CLIENT_ID)
+    app = create_app(store, ingestor, offline_after_s=offline_after_s)
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning"))
+
+    def on_signal(signum: int, frame: FrameType | None) -> None:
+        # uvicorn handles the signal first, then re-raises it here once it has stopped.
+        server.should_exit = True
+
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGINT, on_signal)
+        signal.signal(signal.SIGTERM, on_signal)
+    bound_host, bound_port = sock.getsockname()[:2]
+    host_text = f"[{bound_host}]" if ":" in bound_host else bound_host
+    log.info("cloud receiver: HTTP on http://%s:%s/api, broker mqtt://%s:%s, db %s",
+             host_text, bound_port, broker_host, broker_port, db)
+    ingestor.start()
+    try:
+        server.run(sockets=[sock])
+    except SystemExit as exc:  # uvicorn exits on a failed startup
+        log.error("HTTP server failed to start (%s)", exc.code)
+        return EXIT_FAIL
+    finally:
+        ingestor.stop()
+        store.close()
+        sock.close()
+    log.info("cloud receiver stopped")
+    return EXIT_OK
