@@ -1,1 +1,1 @@
-"""Modbus device simulators that serve a site's devices from recorded data and models."""
+"""Device simulators: serve a site's devices from recorded data and models."""

@@ -135,7 +135,9 @@ def parse_well_log(text: str, source: str = "<well log>") -> list[WellLevelRecor
         try:
             stamp = datetime.strptime(f"{fields[0]} {fields[1]}", "%m/%d/%y %H:%M:%S")
         except ValueError:
-            raise ValueError(f"{where}: bad date/time {fields[0]!r} {fields[1]!r}") from None
+            raise ValueError(
+                f"{where}: bad date/time {fields[0]!r} {fields[1]!r}"
+            ) from None
         level_ft = _number(fields[2], "level (ft)", where)
         _number(fields[3], "battery voltage", where)
         start = start or stamp
@@ -149,6 +151,7 @@ def parse_well_log(text: str, source: str = "<well log>") -> list[WellLevelRecor
 
 
 def _read(path: Path | Traversable) -> str:
+    """A recorded file's text (the loggers write ISO-8859-1)."""
     return path.read_bytes().decode("latin-1")
 
 
