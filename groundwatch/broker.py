@@ -43,9 +43,11 @@ def write_mosquitto_config(workdir: Path, port: int, persistence: bool = True) -
     return conf
 
 
-def start_broker(workdir: Path, port: int) -> subprocess.Popen:
-    """Start a broker process on 127.0.0.1:port; Mosquitto when present."""
-    exe = mosquitto_path()
+def start_broker(workdir: Path, port: int, kind: str = "auto") -> subprocess.Popen:
+    """Start a broker process on 127.0.0.1:port: Mosquitto when present (kind auto)."""
+    exe = mosquitto_path() if kind in ("auto", "mosquitto") else None
+    if kind == "mosquitto" and exe is None:
+        raise RuntimeError("mosquitto is not installed (use --broker embedded)")
     if exe:
         conf = write_mosquitto_config(workdir, port)
         return subprocess.Popen([exe, "-c", str(conf)], stdout=subprocess.DEVNULL,

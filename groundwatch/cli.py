@@ -38,7 +38,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 
     return run_demo(
         duration_s=args.duration, http_port=args.http_port, workdir=args.workdir,
-        speed=args.speed,
+        speed=args.speed, broker_kind=args.broker,
     )
 
 
@@ -128,6 +128,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--http-port", type=int, default=0, help="cloud API port (0: a free one)")
     p.add_argument("--workdir", default=None, help="where everything is written")
     p.add_argument("--speed", type=float, default=900.0, help="replay speed")
+    p.add_argument("--broker", choices=["auto", "mosquitto", "embedded"], default="auto",
+                   help="MQTT broker: a private Mosquitto if installed (auto), or the "
+                        "embedded Python broker")
 
     p = add("check", _cmd_check, "validate a site configuration and exit",
             "groundwatch check --config site.toml")

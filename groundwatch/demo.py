@@ -211,7 +211,7 @@ def summarise(api: str, site: str, gateway_db: Path) -> dict[str, Any]:
 
 
 def run_demo(duration_s: float | None, http_port: int, workdir: str | None,
-             speed: float = 900.0) -> int:
+             speed: float = 900.0, broker_kind: str = "auto") -> int:
     """Run the demo; with a duration, exit 0 only if every device's data reached the API."""
     work = Path(workdir or f"groundwatch-demo-{datetime.now():%Y%m%d-%H%M%S}").resolve()
     work.mkdir(parents=True, exist_ok=True)
@@ -228,8 +228,9 @@ def run_demo(duration_s: float | None, http_port: int, workdir: str | None,
 
     procs: list[subprocess.Popen] = []
     try:
-        procs.append(start_broker(work, broker_port))
-        broker = "mosquitto" if mosquitto_path() else "embedded amqtt"
+        procs.append(start_broker(work, broker_port, broker_kind))
+        use_mosquitto = broker_kind != "embedded" and mosquitto_path()
+        broker = "mosquitto" if use_mosquitto else "embedded amqtt"
         procs.append(spawn("cloud", [
             "cloud", "--db", str(work / "cloud.sqlite"), "--http-port", str(http_port),
             "--broker", f"mqtt://127.0.0.1:{broker_port}",

@@ -480,6 +480,17 @@ class SiteSimulator:
             else:
                 dev.overrides.pop(point, None)
 
+    def power_cycle(self, device: str) -> None:
+        """The device loses power: overrides go and whatever clients wrote is lost."""
+        dev = self._device(device)
+        with self._lock:
+            dev.overrides.clear()
+            for p in dev.map.points.values():
+                if p.writable:
+                    regs = dev.image[p.table]
+                    start = dev.map.wire(p.address)
+                    regs[start : start + p.count] = [0] * p.count
+
     def record_index(self, device: str) -> int:
         """Index of the record a replay model serves now."""
         model = self._device(device).model
