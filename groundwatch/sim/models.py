@@ -18,6 +18,7 @@ from typing import Any, ClassVar
 
 from drivers.errors import ConfigError
 from drivers.profile import Profile
+from leak_detection.tank_chart import horizontal_cylinder_volume_l
 
 from .replay import AquaTrollRecord, WellLevelRecord, load_aquatroll, load_well_level
 
@@ -147,17 +148,6 @@ class WellLevelReplay(ReplayModel):
             "temperature_param_id": PARAM_TEMPERATURE,
             "conductivity_param_id": PARAM_SPECIFIC_CONDUCTIVITY,
         }
-
-
-def horizontal_cylinder_volume_l(
-    height_mm: float, diameter_mm: float, length_mm: float
-) -> float:
-    """Litres in a horizontal cylinder filled to height_mm (flat ends)."""
-    r = diameter_mm / 2
-    h = min(max(height_mm, 0.0), diameter_mm)
-    chord_term = (r - h) * math.sqrt(2 * r * h - h * h)
-    segment_mm2 = r * r * math.acos((r - h) / r) - chord_term
-    return segment_mm2 * length_mm / 1e6
 
 
 class TankModel(DeviceModel):

@@ -1,0 +1,1 @@
+"""Leak detection: pure computations on data (no I/O), used by the gateway and cloud."""
