@@ -9,12 +9,20 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from pymodbus import FramerType, ModbusException
-from pymodbus.client import AsyncModbusSerialClient, AsyncModbusTcpClient
+from pymodbus.client import AsyncModbusTcpClient
 
 from drivers.device import ReadBlock
+from drivers.rtu import (
+    RtuError,
+    RtuException,
+    RtuMaster,
+    SerialTransport,
+    SocketTransport,
+)
 from edge.config import BusSection
 
 log = logging.getLogger(__name__)
@@ -45,7 +53,7 @@ _READERS = {
 
 
 class ModbusBus:
-    """A Modbus master on one bus, serialising transactions with a lock."""
+    """A Modbus TCP master (pymodbus) on one bus, serialising transactions."""
 
     def __init__(self, cfg: BusSection):
         self.cfg = cfg
@@ -56,16 +64,9 @@ class ModbusBus:
         c = self.cfg
         # pymodbus retries and reconnects by itself; we do both here so that every
         # read has one deadline we control (reconnect_delay=0 disables its loop).
-        if c.kind == "rtu":
-            return AsyncModbusSerialClient(
-                c.serial_port or "", framer=FramerType.RTU, baudrate=c.baudrate,
-                parity=c.parity, stopbits=c.stopbits, bytesize=c.bytesize,
-                timeout=c.timeout_s, retries=0, reconnect_delay=0,
-            )
-        framer = FramerType.RTU if c.kind == "rtu_over_tcp" else FramerType.SOCKET
         return AsyncModbusTcpClient(
-            c.host or "", port=c.port or 502, framer=framer, timeout=c.timeout_s,
-            retries=0, reconnect_delay=0,
+            c.host or "", port=c.port or 502, framer=FramerType.SOCKET,
+            timeout=c.timeout_s, retries=0, reconnect_delay=0,
         )
 
     async def _connected(self) -> Any:
@@ -131,3 +132,84 @@ class ModbusBus:
             unit, f"coil {address}", "write_coil", address, on,
             timeout_s=timeout_s or self.cfg.timeout_s,
         )
+
+
+class RtuBus(ModbusBus):
+    """RTU framing of our own (drivers.rtu), on a serial port or over TCP.
+
+    pymodbus matches TCP replies by transaction id; RTU has none, so serial buses and
+    serial device servers go through a master that drains late replies and validates
+    every frame. It is synchronous and runs on one thread per bus.
+    """
+
+    def __init__(self, cfg: BusSection):
+        super().__init__(cfg)
+        self.master: RtuMaster | None = None
+        self.executor = ThreadPoolExecutor(1, thread_name_prefix=f"bus-{cfg.name}")
+
+    def _open(self) -> RtuMaster:
+        if self.master is None:
+            c = self.cfg
+            try:
+                if c.kind == "rtu":
+                    transport: Any = SerialTransport(
+                        c.serial_port or "", c.baudrate, c.parity, c.stopbits, c.bytesize
+                    )
+                    self.master = RtuMaster(transport, c.baudrate)
+                else:
+                    transport = SocketTransport(c.host or "", c.port or 502,
+                                                c.timeout_s * 2)
+                    self.master = RtuMaster(transport)
+            except (OSError, ValueError) as exc:
+                raise NoAnswer(f"bus {c.name}: cannot open: {exc}") from None
+        return self.master
+
+    def _run(self, unit: int, what: str, func: Any) -> Any:
+        master = self._open()
+        try:
+            return func(master)
+        except RtuException as exc:
+            raise DeviceReportedError(unit, what, exc.code) from None
+        except RtuError as exc:
+            raise NoAnswer(str(exc)) from None
+        except OSError as exc:  # the adapter was unplugged, the server hung up
+            self._close_master()
+            raise NoAnswer(f"bus {self.cfg.name}: {exc}") from None
+
+    def _close_master(self) -> None:
+        if self.master is not None:
+            try:
+                self.master.close()
+            except OSError:
+                pass
+            self.master = None
+
+    async def _in_thread(self, unit: int, what: str, func: Any) -> Any:
+        async with self.lock:
+            loop = asyncio.get_running_loop()
+            return await loop.run_in_executor(
+                self.executor, self._run, unit, what, func
+            )
+
+    async def read(self, unit: int, block: ReadBlock, timeout_s: float | None = None
+                   ) -> dict[int, int]:
+        timeout_s = timeout_s or self.cfg.timeout_s
+        values = await self._in_thread(
+            unit, f"{block.table} {block.start}+{block.count}",
+            lambda m: m.read(unit, block.table, block.start, block.count, timeout_s),
+        )
+        return {block.start + i: v for i, v in enumerate(values)}
+
+    async def write_coil(self, unit: int, address: int, on: bool,
+                         timeout_s: float | None = None) -> None:
+        timeout_s = timeout_s or self.cfg.timeout_s
+        await self._in_thread(unit, f"coil {address}",
+                              lambda m: m.write_coil(unit, address, on, timeout_s))
+
+    def close(self) -> None:
+        self.executor.submit(self._close_master).result(timeout=10)
+
+
+def make_bus(cfg: BusSection) -> ModbusBus:
+    """The right master for a bus kind."""
+    return ModbusBus(cfg) if cfg.kind == "tcp" else RtuBus(cfg)

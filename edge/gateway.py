@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 
 from drivers.device import DeviceMap
 from edge.alarms import AlarmRule, Transition
-from edge.bus import BusError, DeviceReportedError, ModbusBus, NoAnswer
+from edge.bus import BusError, DeviceReportedError, ModbusBus, NoAnswer, make_bus
 from edge.config import BusSection, DeviceSection, SiteConfig, load_config
 from edge.store import EdgeStore, utc_now_iso
 from edge.uplink import Uplink
@@ -49,7 +49,7 @@ class Gateway:
         self.cfg = cfg
         self.clock = clock
         self.store = EdgeStore(cfg.data_dir / "gateway.sqlite")
-        self.buses = {b.name: ModbusBus(b) for b in cfg.buses}
+        self.buses = {b.name: make_bus(b) for b in cfg.buses}
         self.bus_of: dict[str, str] = {}
         self.devices: dict[str, DeviceState] = {}
         for bus, dev in cfg.devices():

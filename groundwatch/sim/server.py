@@ -92,6 +92,8 @@ class _Device:
         # Serve the whole profile, whichever points the gateway is configured to read.
         self.map = DeviceMap(dmap.profile, None, dmap.address_offset)
         self.overrides: dict[str, Value] = {}
+        # Fault injection: answer late by this many seconds, or never (None = silent).
+        self.reply_delay_s: float | None = 0.0
         sizes: dict[str, int] = {}
         self.writable: dict[str, set[int]] = {t: set() for t in TABLES}
         for p in self.map.points.values():
@@ -398,6 +400,10 @@ class SiteSimulator:
             return ExcCodes.ILLEGAL_FUNCTION
         if table not in dev.image:  # the placeholder block of an unused table
             return ExcCodes.ILLEGAL_ADDRESS
+        if dev.reply_delay_s is None:  # a silent slave: hold the reply forever
+            await asyncio.Event().wait()
+        if dev.reply_delay_s:
+            await asyncio.sleep(dev.reply_delay_s)
         writing = function_code in WRITE_FCS and set_values is not None
         if writing:
             assert set_values is not None
@@ -479,6 +485,10 @@ class SiteSimulator:
                 dev.overrides.clear()
             else:
                 dev.overrides.pop(point, None)
+
+    def set_reply_delay(self, device: str, delay_s: float | None) -> None:
+        """Answer late by delay_s (a slow slave), or never with None (a dead one)."""
+        self._device(device).reply_delay_s = delay_s
 
     def power_cycle(self, device: str) -> None:
         """The device loses power: overrides go and whatever clients wrote is lost."""
