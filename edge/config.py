@@ -64,6 +64,9 @@ class DeviceSection(_Strict):
     poll_interval_s: float = Field(default=5.0, gt=0)
     timeout_s: float | None = Field(default=None, gt=0)
     retries: int | None = Field(default=None, ge=0, le=10)
+    backoff_max_s: float = Field(
+        default=60.0, gt=0, description="longest wait between polls of a silent device"
+    )
     address_offset: int = Field(default=0, ge=0, le=65000)
     points: list[str] = Field(default_factory=list)
     ranges: dict[str, tuple[float | None, float | None]] = Field(default_factory=dict)

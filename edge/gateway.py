@@ -38,6 +38,7 @@ class DeviceState:
     online: bool | None = None  # None until the first poll
     polls: int = 0
     failures: int = 0
+    silent_polls: int = 0  # consecutive failed polls
     last_good_poll: str | None = None
     last_values: dict[str, float | None] = field(default_factory=dict)
 
@@ -207,7 +208,7 @@ class Gateway:
             rows.append((s.point, s.value, quality.value, s.unit))
         self.store.add_readings(ts, dev.cfg.name, rows)
         self.counters["readings"] += len(rows)
-        dev.last_good_poll, dev.polls = ts, dev.polls + 1
+        dev.last_good_poll, dev.polls, dev.silent_polls = ts, dev.polls + 1, 0
         if dev.online is False:
             log.info("site=%s device=%s unit=%s answering again", self.cfg.site.id,
                      dev.cfg.name, unit)
@@ -217,6 +218,7 @@ class Gateway:
 
     def _device_failed(self, dev: DeviceState, ts: str, reason: str) -> None:
         dev.failures += 1
+        dev.silent_polls += 1
         self.counters["poll_failures"] += 1
         if dev.online is False:
             log.debug("device=%s still silent: %s", dev.cfg.name, reason)
@@ -231,6 +233,15 @@ class Gateway:
             (name, None, Quality.COMM_LOST.value, p.unit)
             for name, p in dev.map.points.items() if p.type != "string"
         ])
+
+    @staticmethod
+    def _next_due(dev: DeviceState, now: float) -> float:
+        """Keep the period; back off a silent device (doubling, capped) to spare the bus."""
+        period = dev.cfg.poll_interval_s
+        if dev.online is False:
+            period = min(period * 2 ** min(dev.silent_polls, 16), max(
+                dev.cfg.backoff_max_s, period))
+        return max(dev.next_due + period, now) if dev.online else now + period
 
     async def _bus_task(self, bus: ModbusBus) -> None:
         devices = [d for d in self.devices.values() if self.bus_of[d.cfg.name] == bus.cfg.name]
@@ -251,8 +262,7 @@ class Gateway:
             except Exception:  # noqa: BLE001 - a sensor never kills the poll loop
                 log.exception("site=%s device=%s poll crashed", self.cfg.site.id,
                               dev.cfg.name)
-            now = self.clock()
-            dev.next_due = max(dev.next_due + dev.cfg.poll_interval_s, now)
+            dev.next_due = self._next_due(dev, self.clock())
             self._process_acks()
 
     # -- lifecycle -----------------------------------------------------------------
