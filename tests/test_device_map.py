@@ -99,3 +99,28 @@ def test_bad_profiles_are_rejected_with_their_key_path(tmp_path, body, path):
     with pytest.raises(ConfigError) as err:
         load_profile(str(f))
     assert path in str(err.value)
+
+
+def test_scaled_integer_water_quality_probe():
+    probe = DeviceMap(load_profile("water_quality_probe"))
+    regs = {0: 712, 1: 0xFFFF, 2: 0, 3: 1234}
+    s = {x.point: x for x in probe.decode({"holding": regs})}
+    assert s["ph"].value == pytest.approx(7.12) and s["ph"].quality == Quality.GOOD
+    assert s["temperature_c"].value == pytest.approx(-0.1)
+    assert s["conductivity_us_cm"].value == 1234
+    regs[0] = 0xFFFF
+    s = {x.point: x for x in probe.decode({"holding": regs})}
+    assert s["ph"].value is None and s["ph"].quality == Quality.SENTINEL
+
+
+def test_pid_sensor_and_module_controller_offsets():
+    pid = DeviceMap(load_profile("pid_voc_sensor"))
+    regs = {0: 5123, 1: 0b10, 2: 0x4420, 3: 0x1000, 4: 0, 5: 100}
+    s = {x.point: x.value for x in pid.decode({"input": regs})}
+    assert s["voc_ppm"] == pytest.approx(512.3) and s["high_alarm"] == 1.0
+    assert s["voc_ppm_float"] == pytest.approx(640.25)
+    module3 = DeviceMap(load_profile("leak_module_controller"), address_offset=32)
+    assert module3.blocks == [ReadBlock("input", 32, 4)]
+    s = {x.point: x.value for x in module3.decode(
+        {"input": {32: 0b1, 33: 355, 34: 1500, 35: 2}})}
+    assert s["leak"] == 1.0 and s["leak_location_m"] == pytest.approx(35.5)
