@@ -124,3 +124,12 @@ def test_pid_sensor_and_module_controller_offsets():
     s = {x.point: x.value for x in module3.decode(
         {"input": {32: 0b1, 33: 355, 34: 1500, 35: 2}})}
     assert s["leak"] == 1.0 and s["leak_location_m"] == pytest.approx(35.5)
+
+
+def test_read_limit_past_the_protocol_is_rejected(tmp_path):
+    f = tmp_path / "big.toml"
+    f.write_text('name = "big"\nmax_read_registers = 200\n[points.a]\naddress = 0\n')
+    load_profile.cache_clear()
+    with pytest.raises(ConfigError) as err:
+        load_profile(str(f))
+    assert "max_read_registers" in str(err.value)

@@ -1,0 +1,101 @@
+"""The poll path with a scripted bus: exception responses, silence, recovery, backoff."""
+
+from __future__ import annotations
+
+import asyncio
+import tomllib
+from pathlib import Path
+
+import pytest
+
+from drivers.codec import encode
+from edge.bus import DeviceReportedError, NoAnswer
+from edge.config import parse_config
+from edge.gateway import Gateway
+
+EXAMPLE = Path(__file__).parents[1] / "groundwatch" / "examples" / "site.toml"
+
+
+class ScriptedBus:
+    """Answers reads from a register dict, or fails as told."""
+
+    def __init__(self, cfg, registers):
+        self.cfg, self.registers, self.fail = cfg, registers, None
+
+    async def read(self, unit, block, timeout_s=None):
+        if self.fail == "silent":
+            raise NoAnswer(f"unit {unit}: no reply")
+        if self.fail == "exception":
+            raise DeviceReportedError(unit, block, 2)
+        return {a: self.registers.get(a, 0) for a in range(block.start,
+                                                           block.start + block.count)}
+
+    async def write_coil(self, unit, address, on, timeout_s=None):
+        pass
+
+    def close(self):
+        pass
+
+
+@pytest.fixture
+def gateway(tmp_path):
+    doc = tomllib.loads(EXAMPLE.read_text())
+    doc["gateway"]["data_dir"] = str(tmp_path / "gw")
+    cfg = parse_config(doc, "site.toml", tmp_path)
+    gw = Gateway(cfg)
+    level = dict(enumerate(encode(123456, "int32"), start=2))  # 1234.56 mm
+    bus = ScriptedBus(cfg.buses[0], level)
+    yield gw, bus
+    gw.store.close()
+
+
+def rows(gw, sql):
+    return gw.store.conn.execute(sql).fetchall()
+
+
+def poll(gw, bus, device):
+    asyncio.run(gw._poll_device(bus, gw.devices[device]))
+
+
+def test_exception_response_becomes_device_error_quality(gateway):
+    gw, bus = gateway
+    bus.fail = "exception"
+    poll(gw, bus, "tank1")
+    qualities = {q for (q,) in rows(gw, "SELECT quality FROM readings")}
+    assert qualities == {"device_error"}
+    assert rows(gw, "SELECT count(*) FROM events WHERE event='device'") == [(0,)]
+
+
+def test_silence_marks_offline_once_then_recovery_once(gateway):
+    gw, bus = gateway
+    poll(gw, bus, "tank1")
+    assert rows(gw, "SELECT value, quality FROM readings WHERE point='level_mm'") == [
+        (1234.56, "good")]
+    bus.fail = "silent"
+    for _ in range(3):
+        poll(gw, bus, "tank1")
+    bus.fail = None
+    poll(gw, bus, "tank1")
+    poll(gw, bus, "tank1")
+    events = rows(gw, "SELECT state FROM events WHERE source='tank1' ORDER BY seq")
+    assert events == [("offline",), ("online",)]
+    # One comm_lost marker when it went silent, never a repeated old value.
+    level = rows(gw, "SELECT value, quality FROM readings WHERE point='level_mm' "
+                 "ORDER BY seq")
+    assert level == [(1234.56, "good"), (None, "comm_lost"), (1234.56, "good"),
+                     (1234.56, "good")]
+
+
+def test_silent_device_backs_off_capped(gateway):
+    gw, bus = gateway
+    dev = gw.devices["tank1"]  # poll_interval_s = 2
+    bus.fail = "silent"
+    waits = []
+    for _ in range(8):
+        poll(gw, bus, "tank1")
+        waits.append(gw._next_due(dev, 100.0) - 100.0)
+    assert waits == [4, 8, 16, 32, 60, 60, 60, 60]
+    bus.fail = None
+    poll(gw, bus, "tank1")
+    dev.next_due = 100.0
+    assert gw._next_due(dev, 100.0) == 102.0
