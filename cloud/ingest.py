@@ -167,7 +167,7 @@ class Ingestor:
                                        f"the {self.max_payload_bytes}-byte limit")
             return
         try:
-            body = contract.decode_batch(msg.payload)
+            body = contract.decode_batch(bytes(msg.payload))
             if (body["site"], body["gateway"]) != (site, gateway):
                 raise ContractError(
                     f"body names {body['site']}/{body['gateway']}, "

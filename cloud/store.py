@@ -195,17 +195,17 @@ def _row(rec: Any, i: int, base: dict[str, Any]) -> tuple[str, dict[str, Any]]:
             unit=_text(rec, "unit", where, False) or "",
         )
     elif kind == "event":
-        value = rec.get("value")
-        if value is not None and not isinstance(value, str):
+        event_value: Any = rec.get("value")
+        if event_value is not None and not isinstance(event_value, str):
             try:
-                value = _number(value)
+                event_value = _number(event_value)
             except ValueError:
-                value = str(value)
+                event_value = str(event_value)
         row.update(
             source=_text(rec, "source", where), event=_text(rec, "event", where),
             state=_text(rec, "state", where),
             severity=_text(rec, "severity", where, False),
-            point=_text(rec, "point", where, False), value=value,
+            point=_text(rec, "point", where, False), value=event_value,
             message=_text(rec, "message", where, False),
         )
     else:

@@ -73,18 +73,16 @@ class DeviceMap:
         blocks = []
         for table, spans in sorted(self._spans().items()):
             limit = MAX_READ_BITS if table in BIT_TABLES else self.profile.max_read_registers
-            start = end = None
-            for s, n in sorted(spans):
-                if start is not None and s <= end + self.profile.max_gap and max(
-                    end, s + n
-                ) - start <= limit:
-                    end = max(end, s + n)
+            spans = sorted(spans)
+            start, end = spans[0][0], spans[0][0] + spans[0][1]
+            for s, n in spans[1:]:
+                merged_end = max(end, s + n)
+                if s <= end + self.profile.max_gap and merged_end - start <= limit:
+                    end = merged_end
                     continue
-                if start is not None:
-                    blocks.append(ReadBlock(table, start, end - start))
-                start, end = s, s + n
-            if start is not None:
                 blocks.append(ReadBlock(table, start, end - start))
+                start, end = s, s + n
+            blocks.append(ReadBlock(table, start, end - start))
         return blocks
 
     def decode(self, data: dict[str, dict[int, int]]) -> list[Sample]:

@@ -207,9 +207,11 @@ def _cross_check(cfg: SiteConfig, source: str) -> None:
             raise ConfigError(source, f"alarms[{a}].name", f"duplicate alarm {alarm.name!r}")
         names.add(alarm.name)
         resolve(f"alarms[{a}].point", alarm.point)
-        for r, relay in enumerate(alarm.relays):
-            if relay not in cfg.relays:
-                raise ConfigError(source, f"alarms[{a}].relays[{r}]", f"no relay {relay!r}")
+        for r, relay_name in enumerate(alarm.relays):
+            if relay_name not in cfg.relays:
+                raise ConfigError(
+                    source, f"alarms[{a}].relays[{r}]", f"no relay {relay_name!r}"
+                )
 
 
 def parse_config(data: dict[str, Any], source: str, base_dir: Path) -> SiteConfig:

@@ -13,7 +13,6 @@ Topics, all under ``groundwatch/{site}/{gateway}/``:
 from __future__ import annotations
 
 import json
-import math
 from collections.abc import Iterable
 from enum import StrEnum
 from typing import Any
@@ -63,13 +62,6 @@ def split_topic(topic: str) -> tuple[str, str, str]:
     return parts[1], parts[2], parts[3]
 
 
-def _finite_or_none(value: Any) -> float | None:
-    if value is None:
-        return None
-    value = float(value)
-    return value if math.isfinite(value) else None
-
-
 def encode_batch(
     site: str, gateway: str, batch_id: int, records: list[dict[str, Any]],
     historical: bool = False,
@@ -115,7 +107,7 @@ def _check_record(i: int, rec: Any) -> None:
     if not isinstance(rec, dict):
         raise ContractError(f"records[{i}]: not an object")
     kind = rec.get("kind")
-    required = {"reading": _READING_KEYS, "event": _EVENT_KEYS}.get(kind)
+    required = {"reading": _READING_KEYS, "event": _EVENT_KEYS}.get(str(kind))
     if required is None:
         raise ContractError(f"records[{i}].kind: {kind!r} is not reading or event")
     missing = required - rec.keys()
