@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import sqlite3
 import threading
@@ -10,7 +11,7 @@ from typing import Any
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
-from cloud.store import CloudStore
+from cloud.store import CloudStore, check_row
 from groundwatch import contract
 from groundwatch.contract import ContractError
 
@@ -19,6 +20,7 @@ log = logging.getLogger(__name__)
 MAX_PAYLOAD_BYTES = 1 << 20
 COUNTERS = (
     "messages", "records", "duplicates", "malformed", "acks_sent", "store_errors",
+    "dead_lettered",
 )
 GATEWAY_STATUSES = ("online", "offline")
 
@@ -163,21 +165,30 @@ class Ingestor:
     ) -> None:
         self._count("messages")
         if len(msg.payload) > self.max_payload_bytes:
-            self._malformed(msg.topic, f"payload of {len(msg.payload)} bytes is over "
-                                       f"the {self.max_payload_bytes}-byte limit")
+            reason = (f"payload of {len(msg.payload)} bytes is over the "
+                      f"{self.max_payload_bytes}-byte limit")
+            self._malformed(msg.topic, reason)
+            self._dead_letter(msg.topic, reason, msg.payload, site, gateway)
             return
         try:
-            body = contract.decode_batch(bytes(msg.payload))
+            body = contract.decode_envelope(bytes(msg.payload))
             if (body["site"], body["gateway"]) != (site, gateway):
                 raise ContractError(
                     f"body names {body['site']}/{body['gateway']}, "
                     f"topic {site}/{gateway}"
                 )
-            stored, new, duplicates = self.store.store_batch(
-                site, gateway, body["records"], bool(body.get("historical", False)),
-            )
-        except ValueError as exc:  # ContractError, or a record field the store refuses
+        except ValueError as exc:  # not even an envelope: keep it aside, no ack
             self._malformed(msg.topic, str(exc))
+            self._dead_letter(msg.topic, str(exc), msg.payload, site, gateway)
+            return
+        good, dead = self._split_records(msg.topic, site, gateway, body["records"])
+        try:
+            stored, new, duplicates = self.store.store_batch(
+                site, gateway, good, bool(body.get("historical", False)),
+            )
+        except ValueError as exc:  # checked above; a store rule we did not foresee
+            self._malformed(msg.topic, str(exc))
+            self._dead_letter(msg.topic, str(exc), msg.payload, site, gateway)
             return
         except sqlite3.Error:
             self._count("store_errors")
@@ -186,7 +197,8 @@ class Ingestor:
             return
         self._count("records", new)
         self._count("duplicates", duplicates)
-        ack = contract.encode_ack(body.get("batch"), contract.seq_ranges(stored))
+        ack = contract.encode_ack(body.get("batch"), contract.seq_ranges(stored),
+                                  contract.seq_ranges(dead))
         info = client.publish(contract.ack_topic(site, gateway), ack, qos=1)
         if info.rc == mqtt.MQTT_ERR_SUCCESS:
             self._count("acks_sent")
@@ -195,6 +207,38 @@ class Ingestor:
                         body.get("batch"), site, gateway, mqtt.error_string(info.rc))
         log.debug("batch %s from %s/%s: %d new, %d duplicate", body.get("batch"),
                   site, gateway, new, duplicates)
+
+    def _dead_letter(self, topic: str, reason: str, payload: bytes | bytearray | str,
+                     site: str | None, gateway: str | None, seq: int | None = None
+                     ) -> None:
+        if isinstance(payload, bytes | bytearray):
+            payload = bytes(payload).decode("utf-8", errors="replace")
+        try:
+            self.store.dead_letter(topic, reason, payload, site, gateway, seq)
+        except sqlite3.Error:
+            self._count("store_errors")
+            log.exception("cannot store a dead letter from %s", topic)
+
+    def _split_records(self, topic: str, site: str, gateway: str, records: list[Any]
+                       ) -> tuple[list[dict[str, Any]], list[int]]:
+        """Good records to store; bad ones go to the dead-letter table, one by one."""
+        good: list[dict[str, Any]] = []
+        dead: list[int] = []
+        for i, rec in enumerate(records):
+            try:
+                contract.check_record(i, rec)
+                check_row(rec, i)
+            except ValueError as exc:
+                seq = contract.record_seq(rec)
+                self._count("dead_lettered")
+                log.warning("dead-lettered record %d of a batch on %s: %s", i, topic, exc)
+                self._dead_letter(topic, str(exc), json.dumps(rec, default=str), site,
+                                  gateway, seq)
+                if seq is not None:
+                    dead.append(seq)
+                continue
+            good.append(rec)
+        return good, dead
 
     def _on_status(self, site: str, gateway: str, msg: mqtt.MQTTMessage) -> None:
         try:

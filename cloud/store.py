@@ -72,6 +72,16 @@ CREATE TABLE IF NOT EXISTS latest (
     received_at TEXT NOT NULL,
     PRIMARY KEY (site, tag)
 ) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS dead_letters (
+    id INTEGER PRIMARY KEY,
+    received_at TEXT NOT NULL,
+    topic TEXT NOT NULL,
+    site TEXT,
+    gateway TEXT,
+    seq INTEGER,
+    reason TEXT NOT NULL,
+    payload TEXT NOT NULL
+);
 CREATE TABLE IF NOT EXISTS gateways (
     site TEXT NOT NULL,
     gateway TEXT NOT NULL,
@@ -166,6 +176,11 @@ def _number(value: Any) -> float | None:
         raise ValueError(f"{value!r} is not a number")
     number = float(value)
     return number if math.isfinite(number) else None
+
+
+def check_row(rec: Any, i: int) -> None:
+    """Raise ValueError if store_batch would refuse this record."""
+    _row(rec, i, {})
 
 
 def _row(rec: Any, i: int, base: dict[str, Any]) -> tuple[str, dict[str, Any]]:
@@ -310,6 +325,24 @@ class CloudStore:
                 db.execute("ROLLBACK")
                 raise
         return stored, new, duplicates
+
+    def dead_letter(self, topic: str, reason: str, payload: str, site: str | None = None,
+                    gateway: str | None = None, seq: int | None = None) -> None:
+        """Keep what could not be ingested, with the reason, for someone to look at."""
+        with self._write_lock:
+            self._writer.execute(
+                "INSERT INTO dead_letters (received_at, topic, site, gateway, seq, reason,"
+                " payload) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (utc_now(), topic, site, gateway, seq, reason, payload[:65536]),
+            )
+
+    def dead_letters(self, limit: int = 100) -> list[dict[str, Any]]:
+        """The newest dead letters."""
+        with self._read() as db:
+            rows = db.execute(
+                "SELECT id, received_at, topic, site, gateway, seq, reason "
+                "FROM dead_letters ORDER BY id DESC LIMIT ?", (limit,))
+            return [dict(row) for row in rows]
 
     @staticmethod
     def _touch(db: sqlite3.Connection, site: str, gateway: str, seen_at: str) -> None:

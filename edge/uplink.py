@@ -51,7 +51,7 @@ class Uplink:
         self._wake = asyncio.Event()
         self._loop: asyncio.AbstractEventLoop | None = None
         self.stats = {"batches_sent": 0, "records_acked": 0, "resends": 0,
-                      "bad_acks": 0}
+                      "bad_acks": 0, "dead_lettered": 0}
 
         self.client = mqtt.Client(
             CallbackAPIVersion.VERSION2,
@@ -106,17 +106,20 @@ class Uplink:
             self.stats["bad_acks"] += 1
             log.warning("site=%s ignoring malformed ack: %s", self.site, exc)
             return
-        removed = self.store.mark_delivered(ack["stored"])
+        removed = self.store.mark_delivered(ack["stored"] + ack["dead_lettered"])
         self.stats["records_acked"] += removed
-        acked = {s for first, last in ack["stored"] for s in range(first, last + 1)}
+        if ack["dead_lettered"]:
+            # The receiver kept them aside with the reason; sending again cannot help.
+            self.stats["dead_lettered"] += sum(b - a + 1 for a, b in ack["dead_lettered"])
+            log.error("site=%s receiver dead-lettered records %s", self.site,
+                      ack["dead_lettered"])
+        ranges = ack["stored"] + ack["dead_lettered"]
+        acked = {s for first, last in ranges for s in range(first, last + 1)}
         batch = self.inflight.get(ack.get("batch"))  # type: ignore[arg-type]
         if batch is not None:
             batch.seqs -= acked
             if not batch.seqs:
                 del self.inflight[ack["batch"]]
-        if ack.get("rejected"):
-            log.warning("site=%s receiver rejected batch %s: %s", self.site,
-                        ack.get("batch"), ack["rejected"])
         self._wake.set()
 
     def _expire(self, now: float) -> None:

@@ -84,6 +84,14 @@ _EVENT_KEYS = {"seq", "kind", "ts", "source", "event", "state"}
 
 def decode_batch(payload: bytes) -> dict[str, Any]:
     """Parse and check a data-topic payload; raise ContractError naming the fault."""
+    body = decode_envelope(payload)
+    for i, rec in enumerate(body["records"]):
+        check_record(i, rec)
+    return body
+
+
+def decode_envelope(payload: bytes) -> dict[str, Any]:
+    """Parse a data-topic payload and check all but its records."""
     try:
         body = json.loads(payload)
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
@@ -98,12 +106,18 @@ def decode_batch(payload: bytes) -> dict[str, Any]:
     records = body.get("records")
     if not isinstance(records, list):
         raise ContractError("records: missing or not a list")
-    for i, rec in enumerate(records):
-        _check_record(i, rec)
     return body
 
 
-def _check_record(i: int, rec: Any) -> None:
+def record_seq(rec: Any) -> int | None:
+    """The record's sequence number if it has a valid one, else None."""
+    seq = rec.get("seq") if isinstance(rec, dict) else None
+    ok = isinstance(seq, int) and not isinstance(seq, bool) and seq >= 1
+    return seq if ok else None
+
+
+def check_record(i: int, rec: Any) -> None:
+    """Raise ContractError if records[i] does not follow the contract."""
     if not isinstance(rec, dict):
         raise ContractError(f"records[{i}]: not an object")
     kind = rec.get("kind")
@@ -137,11 +151,16 @@ def seq_ranges(seqs: Iterable[int]) -> list[list[int]]:
     return ranges
 
 
-def encode_ack(batch_id: Any, stored: list[list[int]], rejected: str | None = None) -> bytes:
-    """Serialise the receiver's acknowledgement: the seq ranges now safely stored."""
+def encode_ack(batch_id: Any, stored: list[list[int]],
+               dead_lettered: list[list[int]] | None = None) -> bytes:
+    """Serialise the receiver's acknowledgement: the seq ranges now safely stored.
+
+    `dead_lettered` names records the receiver could not accept and kept aside in its
+    dead-letter table with the reason: the gateway must not send them again.
+    """
     body: dict[str, Any] = {"v": CONTRACT_VERSION, "batch": batch_id, "stored": stored}
-    if rejected:
-        body["rejected"] = rejected
+    if dead_lettered:
+        body["dead_lettered"] = dead_lettered
     return json.dumps(body, separators=(",", ":")).encode()
 
 
@@ -153,11 +172,13 @@ def decode_ack(payload: bytes) -> dict[str, Any]:
         raise ContractError(f"ack is not JSON: {exc}") from None
     if not isinstance(body, dict) or body.get("v") != CONTRACT_VERSION:
         raise ContractError("ack: not a version-1 object")
-    stored = body.get("stored")
-    if not isinstance(stored, list) or not all(
-        isinstance(r, list) and len(r) == 2 and all(isinstance(x, int) for x in r)
-        and r[0] <= r[1]
-        for r in stored
-    ):
-        raise ContractError("ack.stored: not a list of [first, last] ranges")
+    for key in ("stored", "dead_lettered"):
+        ranges = body.get(key, [])
+        if not isinstance(ranges, list) or not all(
+            isinstance(r, list) and len(r) == 2 and all(isinstance(x, int) for x in r)
+            and r[0] <= r[1]
+            for r in ranges
+        ):
+            raise ContractError(f"ack.{key}: not a list of [first, last] ranges")
+    body.setdefault("dead_lettered", [])
     return body

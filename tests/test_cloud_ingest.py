@@ -135,12 +135,14 @@ def test_batch_stored_acked_and_replay_deduplicated(
     ]
     batch = contract.encode_batch(site, GW, 41, records)
     gateway.publish(batch)
-    assert gateway.ack() == {"v": 1, "batch": 41, "stored": [[1, 3], [5, 5]]}
+    assert gateway.ack() == {"v": 1, "batch": 41, "stored": [[1, 3], [5, 5]],
+                             "dead_lettered": []}
     gateway.publish(batch)
-    assert gateway.ack() == {"v": 1, "batch": 41, "stored": [[1, 3], [5, 5]]}
+    assert gateway.ack() == {"v": 1, "batch": 41, "stored": [[1, 3], [5, 5]],
+                             "dead_lettered": []}
     assert (count(store, "readings"), count(store, "events")) == (3, 1)
     expected = {"messages": 2, "records": 4, "duplicates": 4, "malformed": 0,
-                "acks_sent": 2, "store_errors": 0}
+                "acks_sent": 2, "store_errors": 0, "dead_lettered": 0}
     wait_until(lambda: ingestor.counters() == expected)  # acks_sent lags the ack
 
     client = TestClient(create_app(store, ingestor))
@@ -168,12 +170,20 @@ def test_malformed_messages_dropped_and_ingest_continues(
     gateway.publish(contract.encode_batch(site, GW, 3, [reading(1, "noon", 1.0)]))
     gateway.publish(contract.encode_batch(site, GW, 4, good * 100))  # over 4 KiB
     gateway.publish(contract.encode_batch(site, GW, 5, good))
-    assert gateway.ack() == {"v": 1, "batch": 5, "stored": [[1, 1]]}
-    wait_until(lambda: ingestor.counters()["acks_sent"] == 1)
+    # The record with a bad time is kept aside and named, so the gateway stops
+    # sending it; the batch after it is stored as usual.
+    assert gateway.ack() == {"v": 1, "batch": 3, "stored": [], "dead_lettered": [[1, 1]]}
+    assert gateway.ack() == {"v": 1, "batch": 5, "stored": [[1, 1]], "dead_lettered": []}
+    wait_until(lambda: ingestor.counters()["acks_sent"] == 2)
     counters = ingestor.counters()
-    assert (counters["messages"], counters["malformed"]) == (6, 5)
+    assert (counters["messages"], counters["malformed"]) == (6, 4)
+    assert counters["dead_lettered"] == 1
     assert counters["records"] == 1
     assert count(store, "readings") == 1
+    reasons = [d["reason"] for d in store.dead_letters()]
+    assert len(reasons) == 5
+    assert any("records[0].ts" in r for r in reasons)
+    assert any("unsupported contract version 99" in r for r in reasons)
 
 
 def test_queued_batch_survives_receiver_restart(
@@ -184,7 +194,8 @@ def test_queued_batch_survives_receiver_restart(
     batch = [reading(9, "2026-12-03T21:00:00Z", 2.0)]
     gateway.publish(contract.encode_batch(site, GW, 7, batch))
     make_ingestor()
-    assert gateway.ack() == {"v": 1, "batch": 7, "stored": [[9, 9]]}
+    assert gateway.ack() == {"v": 1, "batch": 7, "stored": [[9, 9]],
+                             "dead_lettered": []}
     assert store.latest_points(site)[0]["value"] == 2.0
 
 
