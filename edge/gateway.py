@@ -10,8 +10,11 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
+import sqlite3
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 from drivers.device import DeviceMap
 from edge.alarms import AlarmRule, Transition
@@ -68,7 +71,9 @@ class Gateway:
         self.stop_event = asyncio.Event()
         self.started_monotonic = clock()
         self.counters = {"polls": 0, "poll_failures": 0, "readings": 0,
-                         "alarms_raised": 0, "relay_writes": 0, "relay_failures": 0}
+                         "alarms_raised": 0, "relay_writes": 0, "relay_failures": 0,
+                         "store_failures": 0}
+        self.store_healthy = True
 
     # -- relays --------------------------------------------------------------------
 
@@ -154,8 +159,9 @@ class Gateway:
         # Relays first: the site is protected before the disk or the network is asked.
         self._update_relays()
         for rule, t in changed:
-            self._record_transition(t, ts)
-            self.store.save_alarm_state(rule.state)
+            self._stored(f"alarm {rule.cfg.name}", self._record_transition, t, ts)
+            self._stored(f"alarm state {rule.cfg.name}", self.store.save_alarm_state,
+                         rule.state)
 
     def _process_acks(self) -> None:
         for alarm, who in self.store.take_ack_requests():
@@ -206,15 +212,35 @@ class Gateway:
             if quality == Quality.COMM_LOST and dev.map.points[s.point].table in errors:
                 quality = Quality.DEVICE_ERROR
             rows.append((s.point, s.value, quality.value, s.unit))
-        self.store.add_readings(ts, dev.cfg.name, rows)
-        self.counters["readings"] += len(rows)
+        # Alarms and relays before the store: a full or broken disk must not delay,
+        # let alone stop, a leak alarm.
+        self._evaluate(dev.cfg.name, samples, ts)
+        if self._stored("readings", self.store.add_readings, ts, dev.cfg.name, rows):
+            self.counters["readings"] += len(rows)
         dev.last_good_poll, dev.polls, dev.silent_polls = ts, dev.polls + 1, 0
         if dev.online is False:
             log.info("site=%s device=%s unit=%s answering again", self.cfg.site.id,
                      dev.cfg.name, unit)
-            self.store.add_event(dev.cfg.name, "device", "online", ts=ts)
+            self._stored("event", self.store.add_event, dev.cfg.name, "device",
+                         "online", ts=ts)
         dev.online = True
-        self._evaluate(dev.cfg.name, samples, ts)
+
+    def _stored(self, what: str, func: Callable[..., Any], *args: Any,
+                **kwargs: Any) -> bool:
+        """Run a store call; a failure (disk full, I/O error) is counted, never raised."""
+        try:
+            func(*args, **kwargs)
+        except sqlite3.Error as exc:
+            self.counters["store_failures"] += 1
+            if self.counters["store_failures"] == 1 or self.store_healthy:
+                log.error("site=%s cannot store %s: %s", self.cfg.site.id, what, exc)
+            self.store_healthy = False
+            return False
+        if not self.store_healthy:
+            log.warning("site=%s store writable again after %d failures",
+                        self.cfg.site.id, self.counters["store_failures"])
+            self.store_healthy = True
+        return True
 
     def _device_failed(self, dev: DeviceState, ts: str, reason: str) -> None:
         dev.failures += 1
@@ -228,8 +254,9 @@ class Gateway:
         log.error("site=%s device=%s unit=%s offline: %s", self.cfg.site.id,
                   dev.cfg.name, dev.cfg.unit_id, reason)
         dev.online = False
-        self.store.add_event(dev.cfg.name, "device", "offline", message=reason, ts=ts)
-        self.store.add_readings(ts, dev.cfg.name, [
+        self._stored("event", self.store.add_event, dev.cfg.name, "device", "offline",
+                     message=reason, ts=ts)
+        self._stored("readings", self.store.add_readings, ts, dev.cfg.name, [
             (name, None, Quality.COMM_LOST.value, p.unit)
             for name, p in dev.map.points.items() if p.type != "string"
         ])
@@ -263,7 +290,7 @@ class Gateway:
                 log.exception("site=%s device=%s poll crashed", self.cfg.site.id,
                               dev.cfg.name)
             dev.next_due = self._next_due(dev, self.clock())
-            self._process_acks()
+            self._stored("acknowledgements", self._process_acks)
 
     # -- lifecycle -----------------------------------------------------------------
 
