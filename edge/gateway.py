@@ -20,7 +20,7 @@ from drivers.device import DeviceMap
 from edge.alarms import AlarmRule, Transition
 from edge.bus import BusError, DeviceReportedError, ModbusBus, NoAnswer, make_bus
 from edge.config import BusSection, DeviceSection, SiteConfig, load_config
-from edge.store import EdgeStore, utc_now_iso
+from edge.store import open_gateway_store, utc_now_iso
 from edge.uplink import Uplink
 from groundwatch.contract import Quality
 
@@ -52,7 +52,7 @@ class Gateway:
     def __init__(self, cfg: SiteConfig, clock=time.monotonic):  # type: ignore[no-untyped-def]
         self.cfg = cfg
         self.clock = clock
-        self.store = EdgeStore(cfg.data_dir / "gateway.sqlite")
+        self.store, self.recovery = open_gateway_store(cfg.data_dir / "gateway.sqlite")
         self.buses = {b.name: make_bus(b) for b in cfg.buses}
         self.bus_of: dict[str, str] = {}
         self.devices: dict[str, DeviceState] = {}
@@ -315,6 +315,8 @@ class Gateway:
             self.store.add_event(gw, "gateway", "stopped", durable=False)
             for bus in self.buses.values():
                 bus.close()
+            # An orderly stop: no integrity check needed at the next start.
+            self._stored("the orderly-stop mark", self.store.set_meta, "running", "0")
             self.store.close()
             log.info("site=%s gateway=%s stopped", site, gw)
 

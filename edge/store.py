@@ -10,7 +10,9 @@ power cut the moment it is recorded.
 from __future__ import annotations
 
 import logging
+import os
 import sqlite3
+import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -48,6 +50,16 @@ CREATE TABLE IF NOT EXISTS ack_requests (
 
 PRIORITY_EVENT, PRIORITY_READING = 0, 1
 
+# PRAGMA user_version of the schema above. A file from before versioning (0) is
+# stamped 1; a later version adds its upgrade statements to MIGRATIONS, keyed by the
+# version they upgrade *from*; they run in one transaction with the new stamp.
+SCHEMA_VERSION = 1
+MIGRATIONS: dict[int, list[str]] = {}
+
+
+class StoreError(Exception):
+    """The store cannot be used as it is (a newer schema, a file that cannot be moved)."""
+
 
 def utc_now_iso() -> str:
     """Now, as ISO 8601 UTC with an explicit offset and milliseconds."""
@@ -79,22 +91,57 @@ class EdgeStore:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.conn = connect(self.path)
-        self.conn.executescript(SCHEMA)
-        row = self.conn.execute("SELECT value FROM meta WHERE key='next_seq'").fetchone()
-        # The sequence high-water mark lives in meta, so deleting old rows can never
-        # make a sequence number come back (the cloud would drop it as a duplicate).
-        self.next_seq = int(row[0]) if row else 1
+        try:
+            self._migrate()
+            # The sequence high-water mark lives in meta, so deleting old rows can
+            # never make a sequence number come back (the cloud would drop it as a
+            # duplicate).
+            self.next_seq = int(self.meta("next_seq") or 1)
+        except BaseException:
+            self.conn.close()
+            raise
+
+    def _migrate(self) -> None:
+        version = self.conn.execute("PRAGMA user_version").fetchone()[0]
+        if version > SCHEMA_VERSION:
+            raise StoreError(
+                f"{self.path} has schema version {version}, this groundwatch knows "
+                f"{SCHEMA_VERSION}: it was written by a newer release; upgrade, or "
+                "move the file aside"
+            )
+        if version == SCHEMA_VERSION:
+            return
+        self.conn.executescript(SCHEMA)  # creates only what is missing
+        with self._transaction():
+            for from_version in range(max(version, 1), SCHEMA_VERSION):
+                log.info("store %s: schema %d -> %d", self.path, from_version,
+                         from_version + 1)
+                for statement in MIGRATIONS[from_version]:
+                    self.conn.execute(statement)
+            self.conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
 
     def close(self) -> None:
         self.conn.close()
 
+    def meta(self, key: str) -> str | None:
+        row = self.conn.execute("SELECT value FROM meta WHERE key=?", (key,)).fetchone()
+        return row[0] if row else None
+
+    def set_meta(self, key: str, value: str) -> None:
+        self.conn.execute(
+            "INSERT INTO meta(key, value) VALUES(?, ?) "
+            "ON CONFLICT(key) DO UPDATE SET value=excluded.value", (key, value),
+        )
+
+    def set_next_seq(self, next_seq: int) -> None:
+        """Raise the sequence high-water mark (never lowers it)."""
+        if next_seq > self.next_seq:
+            self.set_meta("next_seq", str(next_seq))
+            self.next_seq = next_seq
+
     def _take_seqs(self, n: int) -> range:
         seqs = range(self.next_seq, self.next_seq + n)
-        self.conn.execute(
-            "INSERT INTO meta(key, value) VALUES('next_seq', ?) "
-            "ON CONFLICT(key) DO UPDATE SET value=excluded.value",
-            (str(self.next_seq + n),),
-        )
+        self.set_meta("next_seq", str(self.next_seq + n))
         return seqs
 
     def add_readings(
@@ -232,6 +279,85 @@ class EdgeStore:
             rows = self.conn.execute("SELECT id, alarm, who FROM ack_requests").fetchall()
             self.conn.execute("DELETE FROM ack_requests")
         return [(r[1], r[2]) for r in rows]
+
+
+@dataclass(slots=True)
+class Recovery:
+    """What open_gateway_store did about a damaged file."""
+
+    moved_to: Path
+    reason: str
+    next_seq: int
+
+
+def open_gateway_store(path: str | Path) -> tuple[EdgeStore, Recovery | None]:
+    """Open the gateway's own store, moving a corrupt file aside instead of failing.
+
+    The gateway marks the store as running while it owns it. If the mark is still set
+    at the next start, the last run ended without an orderly stop (a power cut, a
+    SIGKILL), and the file gets a quick integrity check before it is trusted.
+    A corrupt file is renamed `NAME.corrupt-UTCSTAMP` (with its WAL), a fresh store is
+    started, and sequence numbers continue above any the old file had issued, so the
+    cloud never mistakes new records for duplicates of old ones.
+    """
+    path = Path(path)
+    try:
+        store = EdgeStore(path)
+        try:
+            if store.meta("running") == "1":
+                problem = store.conn.execute("PRAGMA quick_check").fetchone()[0]
+                if problem != "ok":
+                    raise sqlite3.DatabaseError(f"quick_check: {problem}")
+            store.set_meta("running", "1")
+        except BaseException:
+            store.close()
+            raise
+        return store, None
+    except sqlite3.DatabaseError as exc:
+        reason = str(exc)
+    log.error("store %s is damaged (%s): moving it aside and starting a fresh one",
+              path, reason)
+    salvaged = _salvage_next_seq(path)
+    moved_to = path.with_name(
+        f"{path.name}.corrupt-{datetime.now(UTC).strftime('%Y%m%dT%H%M%SZ')}")
+    try:
+        for suffix in ("", "-wal", "-shm"):
+            src = Path(f"{path}{suffix}")
+            if src.exists():
+                os.replace(src, f"{moved_to}{suffix}")
+    except OSError as exc:
+        raise StoreError(f"{path} is damaged and cannot be moved aside: {exc}") from exc
+    store = EdgeStore(path)
+    # With nothing salvaged, microseconds since 1970 are above any sequence number a
+    # store of ours could have reached by counting, unless the clock is wrong too.
+    next_seq = max(salvaged or 1, time.time_ns() // 1000)
+    store.set_next_seq(next_seq)
+    store.set_meta("running", "1")
+    store.add_event("store", "store", "recovered", severity="warning",
+                    message=f"damaged store moved to {moved_to.name}: {reason}")
+    return store, Recovery(moved_to, reason, next_seq)
+
+
+def _salvage_next_seq(path: Path) -> int | None:
+    """The highest sequence number a damaged store issued, as far as can be read."""
+    best: int | None = None
+    try:
+        conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=1.0)
+    except sqlite3.Error:
+        return None
+    try:
+        for sql in ("SELECT value FROM meta WHERE key='next_seq'",
+                    "SELECT max(seq) + 1 FROM readings", "SELECT max(seq) + 1 FROM events",
+                    "SELECT max(seq) + 1 FROM outbox"):
+            try:
+                row = conn.execute(sql).fetchone()
+            except sqlite3.Error:
+                continue
+            if row and row[0] is not None:
+                best = max(best or 0, int(row[0]))
+    finally:
+        conn.close()
+    return best
 
 
 class _Tx:

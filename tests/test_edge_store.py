@@ -1,6 +1,10 @@
 """The gateway store: sequence numbers, outbox order, delivery on acknowledgement."""
 
-from edge.store import EdgeStore
+import time
+
+import pytest
+
+from edge.store import SCHEMA_VERSION, EdgeStore, StoreError, open_gateway_store
 
 
 def test_seqs_are_unique_and_survive_reopen(tmp_path):
@@ -34,3 +38,76 @@ def test_ack_requests_round_trip(tmp_path):
     s.request_ack("leak", who="operator")
     assert s.take_ack_requests() == [("leak", "operator")]
     assert s.take_ack_requests() == []
+
+
+def test_pre_versioning_file_is_stamped_and_keeps_its_rows(tmp_path):
+    db = tmp_path / "g.sqlite"
+    s = EdgeStore(db)
+    s.add_readings("2026-01-01T00:00:00.000+00:00", "d", [("p", 1.0, "good", "m")] * 2)
+    s.conn.execute("PRAGMA user_version=0")  # as written before the schema had one
+    s.close()
+    s = EdgeStore(db)
+    assert s.conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+    assert s.conn.execute("SELECT count(*) FROM readings").fetchone()[0] == 2
+    assert s.add_readings("2026-01-01T00:00:01.000+00:00", "d",
+                          [("p", 2.0, "good", "m")]) == [3]
+
+
+def test_file_from_a_newer_release_is_refused_untouched(tmp_path):
+    db = tmp_path / "g.sqlite"
+    s = EdgeStore(db)
+    s.conn.execute(f"PRAGMA user_version={SCHEMA_VERSION + 1}")
+    s.close()
+    with pytest.raises(StoreError, match="newer release"):
+        open_gateway_store(db)
+    assert db.exists() and not list(tmp_path.glob("*.corrupt-*"))
+
+
+def test_garbage_file_is_moved_aside_and_a_fresh_store_started(tmp_path):
+    db = tmp_path / "g.sqlite"
+    db.write_bytes(b"this is not a database, it is what a power cut left" * 100)
+    before_us = time.time_ns() // 1000
+    store, recovery = open_gateway_store(db)
+    assert recovery is not None and "not a database" in recovery.reason
+    assert recovery.moved_to.read_bytes().startswith(b"this is not a database")
+    # New sequence numbers lie above anything the old file could have issued.
+    assert store.next_seq > before_us
+    [(source, state, message)] = store.conn.execute(
+        "SELECT source, state, message FROM events").fetchall()
+    assert (source, state) == ("store", "recovered")
+    assert recovery.moved_to.name in message
+    store.close()
+
+
+def test_unclean_stop_with_a_damaged_page_is_caught_and_seqs_continue(
+        tmp_path, monkeypatch):
+    db = tmp_path / "g.sqlite"
+    store, recovery = open_gateway_store(db)
+    assert recovery is None
+    for i in range(200):
+        store.add_readings("2026-01-01T00:00:00.000+00:00", f"dev{i}",
+                           [("level_mm", float(i), "good", "mm")] * 20)
+    store.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    issued = store.next_seq
+    store.close()  # no orderly-stop mark: as after SIGKILL
+    page_size = 4096
+    with db.open("r+b") as f:  # scribble over a page in the middle of the readings
+        f.seek(page_size * (db.stat().st_size // page_size // 2))
+        f.write(b"\xa5" * page_size)
+    # A Raspberry Pi without its clock: the salvaged high-water mark must carry on.
+    monkeypatch.setattr("edge.store.time.time_ns", lambda: 0)
+    store, recovery = open_gateway_store(db)
+    assert recovery is not None and "quick_check" in recovery.reason
+    assert store.next_seq == issued + 1  # the recovery event took `issued`
+    store.close()
+
+
+def test_orderly_reopen_needs_no_recovery(tmp_path):
+    db = tmp_path / "g.sqlite"
+    store, _ = open_gateway_store(db)
+    store.add_readings("2026-01-01T00:00:00.000+00:00", "d", [("p", 1.0, "good", "m")])
+    store.set_meta("running", "0")
+    store.close()
+    store, recovery = open_gateway_store(db)
+    assert recovery is None and store.next_seq == 2
+    store.close()
