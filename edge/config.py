@@ -28,6 +28,10 @@ class GatewaySection(_Strict):
     data_dir: str = "var"
     healthy_relay: str | None = None
     status_interval_s: float = Field(default=30.0, gt=0)
+    # Size limit of the gateway's database; the oldest readings are evicted beyond it
+    # (alarm events never are). None: limited only by the disk.
+    disk_budget_mb: float | None = Field(default=None, gt=0)
+    housekeeping_interval_s: float = Field(default=60.0, gt=0)
 
 
 class UplinkSection(_Strict):

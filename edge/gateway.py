@@ -292,6 +292,41 @@ class Gateway:
             dev.next_due = self._next_due(dev, self.clock())
             self._stored("acknowledgements", self._process_acks)
 
+    # -- housekeeping --------------------------------------------------------------
+
+    def housekeeping(self) -> dict[str, int]:
+        """Keep the store within its disk budget and its WAL cut back; report counts."""
+        budget_mb = self.cfg.gateway.disk_budget_mb
+        evicted = {"evicted_delivered": 0, "evicted_unsent": 0}
+        if budget_mb is not None:
+            evicted = self.store.enforce_budget(int(budget_mb * 1024 * 1024))
+        else:
+            self.store.checkpoint()
+        for key, n in evicted.items():
+            self.counters[key] = self.counters.get(key, 0) + n
+        if evicted["evicted_unsent"]:
+            log.warning("site=%s disk budget of %s MB reached: evicted %d unsent and "
+                        "%d delivered readings, oldest first", self.cfg.site.id,
+                        budget_mb, evicted["evicted_unsent"], evicted["evicted_delivered"])
+        if any(evicted.values()):
+            self.store.add_event(
+                "store", "store", "evicted", severity="warning",
+                value=float(evicted["evicted_unsent"]),
+                message=(f"disk budget {budget_mb} MB: evicted "
+                         f"{evicted['evicted_unsent']} unsent and "
+                         f"{evicted['evicted_delivered']} delivered readings"),
+            )
+        return evicted
+
+    async def _housekeeping_task(self) -> None:
+        interval_s = self.cfg.gateway.housekeeping_interval_s
+        while not self.stop_event.is_set():
+            self._stored("housekeeping", self.housekeeping)
+            try:
+                await asyncio.wait_for(self.stop_event.wait(), interval_s)
+            except TimeoutError:
+                pass
+
     # -- lifecycle -----------------------------------------------------------------
 
     async def run(self) -> None:
@@ -306,6 +341,7 @@ class Gateway:
         self._update_relays()
         tasks = [asyncio.create_task(self._bus_task(b)) for b in self.buses.values()]
         tasks.append(asyncio.create_task(self._relay_task()))
+        tasks.append(asyncio.create_task(self._housekeeping_task()))
         tasks.append(asyncio.create_task(self.uplink.run(self.stop_event)))
         try:
             await self.stop_event.wait()

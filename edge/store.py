@@ -49,6 +49,8 @@ CREATE TABLE IF NOT EXISTS ack_requests (
 """
 
 PRIORITY_EVENT, PRIORITY_READING = 0, 1
+WAL_LIMIT_BYTES = 4 << 20
+BUSY_TIMEOUT_MS = 10000
 
 # PRAGMA user_version of the schema above. A file from before versioning (0) is
 # stamped 1; a later version adds its upgrade statements to MIGRATIONS, keyed by the
@@ -80,7 +82,10 @@ def connect(path: str | Path) -> sqlite3.Connection:
     conn = sqlite3.connect(str(path), isolation_level=None, timeout=10.0)
     conn.execute("PRAGMA journal_mode=WAL")
     conn.execute("PRAGMA synchronous=NORMAL")
-    conn.execute("PRAGMA busy_timeout=10000")
+    conn.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
+    # After a checkpoint the WAL file is cut back to this size, so one burst (a
+    # backfill, an eviction) does not leave a large file behind for good.
+    conn.execute(f"PRAGMA journal_size_limit={WAL_LIMIT_BYTES}")
     return conn
 
 
@@ -236,6 +241,73 @@ class EdgeStore:
                 )
                 removed += cur.rowcount
         return removed
+
+    # -- disk budget ----------------------------------------------------------------
+
+    def used_bytes(self) -> int:
+        """Bytes of the database's live pages (free pages are reused, not counted)."""
+        page_size, pages, free = (self.conn.execute(f"PRAGMA {p}").fetchone()[0]
+                                  for p in ("page_size", "page_count", "freelist_count"))
+        return (pages - free) * page_size
+
+    def wal_bytes(self) -> int:
+        wal = Path(f"{self.path}-wal")
+        return wal.stat().st_size if wal.exists() else 0
+
+    def enforce_budget(self, max_bytes: int) -> dict[str, int]:
+        """Evict the oldest readings until the live data is under 90% of max_bytes.
+
+        Readings the cloud already has go first, then the oldest unsent ones (each
+        counted: they are lost to the cloud). Alarm and device events are never
+        evicted. Returns the counts of this call.
+        """
+        evicted = {"evicted_delivered": 0, "evicted_unsent": 0}
+        target = int(0.9 * max_bytes)
+        used = self.used_bytes()
+        if used <= max_bytes:
+            return evicted
+        for key, select in (
+            ("evicted_delivered", "SELECT seq FROM readings WHERE seq NOT IN "
+                                  "(SELECT seq FROM outbox) ORDER BY seq LIMIT ?"),
+            ("evicted_unsent", "SELECT seq FROM outbox WHERE kind='reading' "
+                               "ORDER BY seq LIMIT ?"),
+        ):
+            while used > target:
+                # Estimate how many rows free the excess; deleting by ranges of seq
+                # keeps each transaction short on an SD card.
+                rows = self.conn.execute(
+                    "SELECT count(*) FROM (SELECT seq FROM readings LIMIT 100000)"
+                ).fetchone()[0]
+                per_row = max(used / max(rows, 1), 16.0) if rows < 100000 else 64.0
+                n = min(max(int((used - target) / per_row) + 1, 100), 20000)
+                with self._transaction():
+                    seqs = [r[0] for r in self.conn.execute(select, (n,))]
+                    for chunk in _chunks(seqs, 500):
+                        marks = ",".join("?" * len(chunk))
+                        self.conn.execute(f"DELETE FROM readings WHERE seq IN ({marks})",
+                                          chunk)
+                        self.conn.execute(f"DELETE FROM outbox WHERE seq IN ({marks})",
+                                          chunk)
+                if not seqs:
+                    break
+                evicted[key] += len(seqs)
+                used = self.used_bytes()
+        total = int(self.meta("evicted_unsent_total") or 0) + evicted["evicted_unsent"]
+        self.set_meta("evicted_unsent_total", str(total))
+        self.checkpoint()
+        return evicted
+
+    def checkpoint(self) -> bool:
+        """Copy the WAL into the database and truncate it; False while a reader holds
+        an older snapshot (the WAL then waits for it, and is cut at the next call)."""
+        # TRUNCATE waits for readers through the busy handler; the gateway's event
+        # loop must not, so it tries once and leaves the rest to the next call.
+        self.conn.execute("PRAGMA busy_timeout=0")
+        try:
+            busy, _, _ = self.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+        finally:
+            self.conn.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
+        return busy == 0
 
     def outbox_depth(self) -> int:
         return self.conn.execute("SELECT count(*) FROM outbox").fetchone()[0]

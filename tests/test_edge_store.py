@@ -1,10 +1,17 @@
 """The gateway store: sequence numbers, outbox order, delivery on acknowledgement."""
 
+import sqlite3
 import time
 
 import pytest
 
-from edge.store import SCHEMA_VERSION, EdgeStore, StoreError, open_gateway_store
+from edge.store import (
+    SCHEMA_VERSION,
+    WAL_LIMIT_BYTES,
+    EdgeStore,
+    StoreError,
+    open_gateway_store,
+)
 
 
 def test_seqs_are_unique_and_survive_reopen(tmp_path):
@@ -111,3 +118,54 @@ def test_orderly_reopen_needs_no_recovery(tmp_path):
     store, recovery = open_gateway_store(db)
     assert recovery is None and store.next_seq == 2
     store.close()
+
+
+def fill_store(s, n_readings, n_events):
+    for i in range(0, n_readings, 1000):
+        s.add_readings("2026-01-01T00:00:00.000+00:00", "tank1",
+                       [("level_mm", float(i + k), "good", "mm") for k in range(1000)])
+    for i in range(n_events):
+        s.add_event(f"alarm{i}", "alarm", "raised", severity="critical", durable=False)
+
+
+def test_disk_budget_evicts_delivered_then_oldest_unsent_never_events(tmp_path):
+    s = EdgeStore(tmp_path / "g.sqlite")
+    fill_store(s, 20000, 5)
+    s.mark_delivered([[1, 6000]])
+    full = s.used_bytes()
+    budget = full // 2
+    evicted = s.enforce_budget(budget)
+    assert s.used_bytes() <= budget
+    # All 6000 delivered readings went before any unsent one.
+    assert evicted["evicted_delivered"] == 6000 and evicted["evicted_unsent"] > 0
+    left = s.conn.execute("SELECT count(*), min(seq) FROM readings").fetchone()
+    assert left[0] == 20000 - 6000 - evicted["evicted_unsent"]
+    assert left[1] == 6001 + evicted["evicted_unsent"]  # oldest first
+    assert s.conn.execute("SELECT count(*) FROM events").fetchone()[0] == 5
+    # The outbox names nothing that is gone, and still holds every event.
+    assert s.outbox_depth() == left[0] + 5
+    assert s.meta("evicted_unsent_total") == str(evicted["evicted_unsent"])
+    assert s.enforce_budget(budget) == {"evicted_delivered": 0, "evicted_unsent": 0}
+
+
+def test_budget_smaller_than_the_events_keeps_every_event(tmp_path):
+    s = EdgeStore(tmp_path / "g.sqlite")
+    fill_store(s, 2000, 300)
+    evicted = s.enforce_budget(4096)
+    assert evicted == {"evicted_delivered": 0, "evicted_unsent": 2000}
+    assert s.conn.execute("SELECT count(*) FROM events").fetchone()[0] == 300
+
+
+def test_wal_is_cut_back_once_a_reader_lets_go(tmp_path):
+    db = tmp_path / "g.sqlite"
+    s = EdgeStore(db)
+    reader = sqlite3.connect(db)
+    reader.execute("BEGIN")
+    reader.execute("SELECT count(*) FROM readings").fetchone()  # holds a snapshot
+    fill_store(s, 20000, 0)
+    assert s.wal_bytes() > WAL_LIMIT_BYTES // 4
+    assert s.checkpoint() is False  # the reader's snapshot pins the WAL
+    reader.rollback()
+    assert s.checkpoint() is True
+    assert s.wal_bytes() == 0
+    reader.close()

@@ -99,3 +99,25 @@ def test_silent_device_backs_off_capped(gateway):
     poll(gw, bus, "tank1")
     dev.next_due = 100.0
     assert gw._next_due(dev, 100.0) == 102.0
+
+
+def test_housekeeping_keeps_the_budget_and_says_so_with_an_event(tmp_path):
+    doc = tomllib.loads(EXAMPLE.read_text())
+    doc["gateway"]["data_dir"] = str(tmp_path / "gw")
+    doc["gateway"]["disk_budget_mb"] = 0.25
+    gw = Gateway(parse_config(doc, "site.toml", tmp_path))
+    bus = ScriptedBus(gw.cfg.buses[0], dict(enumerate(encode(123456, "int32"), start=2)))
+    try:
+        for _ in range(400):
+            poll(gw, bus, "tank1")
+        assert gw.store.used_bytes() > 0.25 * 1024 * 1024
+        evicted = gw.housekeeping()
+        assert evicted["evicted_unsent"] > 0
+        assert gw.store.used_bytes() <= 0.25 * 1024 * 1024
+        [(value, message)] = rows(gw, "SELECT value, message FROM events "
+                                      "WHERE source='store' AND state='evicted'")
+        assert value == evicted["evicted_unsent"]
+        assert f"evicted {evicted['evicted_unsent']} unsent" in message
+        assert gw.counters["evicted_unsent"] == evicted["evicted_unsent"]
+    finally:
+        gw.store.close()
