@@ -20,6 +20,7 @@ from drivers.device import DeviceMap
 from edge.alarms import AlarmRule, Transition
 from edge.bus import BusError, DeviceReportedError, ModbusBus, NoAnswer, make_bus
 from edge.config import BusSection, DeviceSection, SiteConfig, load_config
+from edge.service import notify, watchdog_interval_s
 from edge.store import open_gateway_store, utc_now_iso
 from edge.uplink import Uplink
 from groundwatch.contract import Quality
@@ -29,6 +30,9 @@ log = logging.getLogger(__name__)
 # How often the "gateway healthy" relay is rewritten while the poll loop runs. A relay
 # module with a communication watchdog drops it when these writes stop.
 HEALTHY_REFRESH_S = 2.0
+# A loop that has not turned for this long is hung: the watchdog stops being pinged.
+# The longest legitimate turn is one read with its retries and the drain after them.
+LOOP_STALL_S = 30.0
 
 
 @dataclass(slots=True)
@@ -74,6 +78,7 @@ class Gateway:
                          "alarms_raised": 0, "relay_writes": 0, "relay_failures": 0,
                          "store_failures": 0}
         self.store_healthy = True
+        self.beats: dict[str, float] = {}  # loop name -> last turn (monotonic)
 
     # -- relays --------------------------------------------------------------------
 
@@ -119,6 +124,7 @@ class Gateway:
         next_refresh = 0.0
         while not self.stop_event.is_set():
             now = self.clock()
+            self.beats["relays"] = now
             refresh = now >= next_refresh
             for name, on in self._desired_relays().items():
                 if refresh or self.relay_state.get(name) != on:
@@ -275,14 +281,17 @@ class Gateway:
         if not devices:
             return
         while not self.stop_event.is_set():
+            self.beats[f"bus {bus.cfg.name}"] = self.clock()
             dev = min(devices, key=lambda d: d.next_due)
             delay = dev.next_due - self.clock()
             if delay > 0:
+                # Sleep in short steps so the loop's heartbeat stays fresh for the
+                # service watchdog even when every device polls rarely.
                 try:
-                    await asyncio.wait_for(self.stop_event.wait(), delay)
+                    await asyncio.wait_for(self.stop_event.wait(), min(delay, 1.0))
                     break
                 except TimeoutError:
-                    pass
+                    continue
             self.counters["polls"] += 1
             try:
                 await self._poll_device(bus, dev)
@@ -327,6 +336,29 @@ class Gateway:
             except TimeoutError:
                 pass
 
+    # -- service watchdog ----------------------------------------------------------
+
+    def stalled_loops(self) -> list[str]:
+        """Loops (each bus, the relays) whose heartbeat is older than LOOP_STALL_S."""
+        now = self.clock()
+        return sorted(n for n, t in self.beats.items() if now - t > LOOP_STALL_S)
+
+    async def _watchdog_task(self, interval_s: float) -> None:
+        """Ping systemd's watchdog while every loop turns; stop pinging if one hangs."""
+        stalled_before: list[str] = []
+        while not self.stop_event.is_set():
+            stalled = self.stalled_loops()
+            if not stalled:
+                notify("WATCHDOG=1")
+            elif stalled != stalled_before:
+                log.error("site=%s loops stalled: %s; no watchdog ping, systemd will "
+                          "restart the gateway", self.cfg.site.id, ", ".join(stalled))
+            stalled_before = stalled
+            try:
+                await asyncio.wait_for(self.stop_event.wait(), interval_s)
+            except TimeoutError:
+                pass
+
     # -- lifecycle -----------------------------------------------------------------
 
     async def run(self) -> None:
@@ -342,11 +374,16 @@ class Gateway:
         tasks = [asyncio.create_task(self._bus_task(b)) for b in self.buses.values()]
         tasks.append(asyncio.create_task(self._relay_task()))
         tasks.append(asyncio.create_task(self._housekeeping_task()))
+        watchdog_s = watchdog_interval_s()
+        if watchdog_s is not None:
+            tasks.append(asyncio.create_task(self._watchdog_task(watchdog_s)))
+        notify(f"READY=1\nSTATUS=polling {len(self.devices)} devices")
         tasks.append(asyncio.create_task(self.uplink.run(self.stop_event)))
         try:
             await self.stop_event.wait()
         finally:
             self.stop_event.set()
+            notify("STOPPING=1")
             await asyncio.gather(*tasks, return_exceptions=True)
             self.store.add_event(gw, "gateway", "stopped", durable=False)
             for bus in self.buses.values():

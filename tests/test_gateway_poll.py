@@ -121,3 +121,21 @@ def test_housekeeping_keeps_the_budget_and_says_so_with_an_event(tmp_path):
         assert gw.counters["evicted_unsent"] == evicted["evicted_unsent"]
     finally:
         gw.store.close()
+
+
+def test_a_hung_loop_is_reported_stalled_so_the_watchdog_stops(tmp_path):
+    doc = tomllib.loads(EXAMPLE.read_text())
+    doc["gateway"]["data_dir"] = str(tmp_path / "gw")
+    now = [1000.0]
+    gw = Gateway(parse_config(doc, "site.toml", tmp_path), clock=lambda: now[0])
+    try:
+        gw.beats.update({"bus plant-lan": 1000.0, "bus wells-485": 1000.0,
+                         "relays": 1000.0})
+        now[0] += 29.0
+        assert gw.stalled_loops() == []
+        gw.beats["bus plant-lan"] = now[0]
+        gw.beats["relays"] = now[0]
+        now[0] += 2.0  # wells-485 has now not turned for 31 s
+        assert gw.stalled_loops() == ["bus wells-485"]
+    finally:
+        gw.store.close()
