@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import sys
+import time
 from collections.abc import Callable
+from typing import Any
 
 from drivers.errors import ConfigError
 
@@ -43,16 +46,162 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 
 
 def _cmd_check(args: argparse.Namespace) -> int:
-    from edge.config import load_config
+    from groundwatch.commission import check_site, format_plan
 
-    cfg = load_config(args.config)
+    cfg, plans = check_site(args.config)
     n_points = sum(len(m.points) for m in cfg.maps.values())
     print(
         f"{args.config}: site {cfg.site.id}, gateway {cfg.gateway.id}: "
         f"{len(cfg.buses)} buses, {len(cfg.maps)} devices, {n_points} points, "
         f"{len(cfg.alarms)} alarms, {len(cfg.relays)} relays: OK"
     )
+    for line in format_plan(plans):
+        print(line)
     return EXIT_OK
+
+
+def _quiet_pymodbus(args: argparse.Namespace) -> None:
+    """pymodbus logs every refused connection and timeout; the commands report them."""
+    if not args.verbose:
+        logging.getLogger("pymodbus").setLevel(logging.CRITICAL)
+
+
+def _cli_bus(args: argparse.Namespace, timeout_s: float) -> Any:
+    from groundwatch.commission import bus_from_options
+
+    return bus_from_options(
+        tcp=args.tcp, rtu=args.rtu, rtu_over_tcp=args.rtu_over_tcp, baudrate=args.baud,
+        parity=args.parity, stopbits=args.stopbits, timeout_s=timeout_s,
+    )
+
+
+def _cmd_scan(args: argparse.Namespace) -> int:
+    from groundwatch import commission as c
+
+    _quiet_pymodbus(args)
+    bus = _cli_bus(args, args.timeout)
+    units = c.parse_units(args.units)
+    if bus.kind != "tcp" and 0 in units:
+        raise c.UsageError("--units: unit 0 is the RTU broadcast address; no slave "
+                           "answers it")
+    table = c.FUNCTION_TABLES[args.function]
+    link = c.open_link(bus)
+    found: list[c.Probe] = []
+    t0 = time.monotonic()
+    try:
+        for probe in c.scan(link, units, table, args.register, args.timeout):
+            if probe.present:
+                found.append(probe)
+                if not args.json:
+                    print(f"unit {probe.unit:3}: {probe.detail} "
+                          f"({probe.elapsed_s * 1000:.0f} ms)", flush=True)
+    except c.LinkDown as exc:
+        if args.json:
+            print(json.dumps({"bus": c.describe_bus(bus), "error": str(exc)}))
+        else:
+            print(f"error: {exc}", file=sys.stderr)
+        return EXIT_FAIL
+    finally:
+        link.close()
+    elapsed_s = time.monotonic() - t0
+    ids = [p.unit for p in found]
+    if args.json:
+        print(json.dumps({
+            "bus": c.describe_bus(bus), "table": table, "register": args.register,
+            "probed": len(units), "units": ids,
+            "found": [{"unit": p.unit, "detail": p.detail,
+                       "elapsed_s": round(p.elapsed_s, 4)} for p in found],
+            "elapsed_s": round(elapsed_s, 3), "error": None,
+        }))
+    else:
+        listed = ", ".join(map(str, ids)) or "none"
+        print(f"{c.describe_bus(bus)}: {len(ids)} of {len(units)} unit(s) answered: "
+              f"{listed} ({elapsed_s:.1f} s)")
+    return EXIT_OK if found else EXIT_FAIL
+
+
+def _cmd_read(args: argparse.Namespace) -> int:
+    from edge.config import load_config
+    from groundwatch import commission as c
+
+    _quiet_pymodbus(args)
+    bus_given = bool(args.tcp or args.rtu or args.rtu_over_tcp)
+    if args.config:
+        if bus_given or not args.device:
+            raise c.UsageError("--config needs --device (and no --tcp/--rtu/"
+                               "--rtu-over-tcp: the bus comes from the site file)")
+        cfg = load_config(args.config)
+        bus, unit, dmap = c.device_map(cfg, args.device, args.point)
+        timeout_s = args.timeout or c.device_timeout_s(cfg, args.device)
+        link = c.open_link(bus)
+
+        def read() -> Any:
+            return c.read_points(link, args.device, unit, dmap, timeout_s)
+    else:
+        if args.device or args.point:
+            raise c.UsageError("--device and --point need --config")
+        if args.register is None:
+            raise c.UsageError("--register is required (or --config and --device)")
+        timeout_s = args.timeout or 1.0
+        bus = _cli_bus(args, timeout_s)
+        req = c.register_request(args.unit, args.function, args.register, args.count,
+                                 args.type, args.order, args.scale, args.offset)
+        link = c.open_link(bus)
+
+        def read() -> Any:
+            return c.read_registers(link, req, timeout_s)
+
+    failed = 0
+    try:
+        for result in c.repeat(read, args.repeat, args.interval):
+            failed += not result.ok
+            if args.json:
+                print(json.dumps(result.to_json(), ensure_ascii=False), flush=True)
+            elif hasattr(result, "lines"):
+                print("\n".join(result.lines()), flush=True)
+            else:
+                print(result.line(), flush=True)
+    finally:
+        link.close()
+    return EXIT_FAIL if failed else EXIT_OK
+
+
+def _cmd_write_coil(args: argparse.Namespace) -> int:
+    from groundwatch import commission as c
+
+    _quiet_pymodbus(args)
+    bus = _cli_bus(args, args.timeout)
+    link = c.open_link(bus)
+    try:
+        check = c.write_and_verify(link, args.unit, args.address, args.state == "on",
+                                   args.timeout)
+    finally:
+        link.close()
+    print(json.dumps(check.to_json()) if args.json else check.line())
+    return EXIT_OK if check.ok else EXIT_FAIL
+
+
+def _cmd_test_relay(args: argparse.Namespace) -> int:
+    from edge.config import load_config
+    from groundwatch import commission as c
+
+    _quiet_pymodbus(args)
+    cfg = load_config(args.config)
+    target = c.relay_target(cfg, args.relay)
+    timeout_s = args.timeout or target.timeout_s
+    print(f"relay {target.name}: {target.device}.{target.point} = unit {target.unit} "
+          f"coil {target.address} on {c.describe_bus(target.bus)}"
+          f"{'' if target.active_high else ' (active low: on = coil off)'}; "
+          f"holding {args.hold:g} s", flush=True)
+    link = c.open_link(target.bus)
+    try:
+        checks = c.relay_test(link, target, args.hold, timeout_s,
+                              lambda check: print(check.line(), flush=True))
+    finally:
+        link.close()
+    ok = all(check.ok for check in checks)
+    print(f"relay {target.name}: {'OK' if ok else 'FAILED'}")
+    return EXIT_OK if ok else EXIT_FAIL
 
 
 def _cmd_ack(args: argparse.Namespace) -> int:
@@ -132,9 +281,106 @@ def build_parser() -> argparse.ArgumentParser:
                    help="MQTT broker: a private Mosquitto if installed (auto), or the "
                         "embedded Python broker")
 
-    p = add("check", _cmd_check, "validate a site configuration and exit",
+    p = add("check", _cmd_check,
+            "validate a site configuration and print its poll plan (as check-config)",
             "groundwatch check --config site.toml")
     p.add_argument("--config", required=True, help="site configuration (TOML)")
+
+    p = add("check-config", _cmd_check,
+            "validate a site configuration; print per bus the block reads, requests "
+            "per second and serial line load",
+            "groundwatch check-config --config site.toml")
+    p.add_argument("--config", required=True, help="site configuration (TOML)")
+
+    def bus_options(p: argparse.ArgumentParser, required: bool = True) -> None:
+        g = p.add_mutually_exclusive_group(required=required)
+        g.add_argument("--tcp", metavar="HOST:PORT", help="Modbus TCP")
+        g.add_argument("--rtu", metavar="PORT", help="Modbus RTU on a serial port, "
+                       "e.g. /dev/ttyUSB0")
+        g.add_argument("--rtu-over-tcp", metavar="HOST:PORT",
+                       help="RTU frames through a serial device server")
+        p.add_argument("--baud", type=int, default=9600, help="RTU baudrate (9600)")
+        p.add_argument("--parity", choices=["N", "E", "O"], default="N",
+                       help="RTU parity (N)")
+        p.add_argument("--stopbits", type=int, choices=[1, 2], default=1,
+                       help="RTU stop bits (1)")
+
+    p = add("scan", _cmd_scan,
+            "list the unit ids that answer on a bus (an exception reply counts: the "
+            "unit spoke)",
+            "groundwatch scan --rtu /dev/ttyUSB0 --baud 9600 --parity E "
+            "--units 1-10,17")
+    bus_options(p)
+    p.add_argument("--units", default="1-247", help="ids to probe: 1-247, 1-10,17")
+    p.add_argument("--timeout", type=float, default=0.3,
+                   help="seconds to wait for each unit (0.3); on RTU a silent unit "
+                        "costs about twice this")
+    p.add_argument("--register", type=int, default=0,
+                   help="0-based wire address to probe (0)")
+    p.add_argument("--function", type=int, choices=[1, 2, 3, 4], default=3,
+                   help="read function to probe with: 3 holding (default), 4 input, "
+                        "1 coil, 2 discrete")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+
+    p = add("read", _cmd_read,
+            "read a register block, or a configured device's points, and print it "
+            "decoded",
+            "groundwatch read --tcp 127.0.0.1:5020 --unit 1 --register 100 "
+            "--type float32 --order CDAB\n"
+            "         groundwatch read --rtu /dev/ttyUSB0 --baud 9600 --parity E "
+            "--unit 2 --register 0 --count 4\n"
+            "         groundwatch read --config site.toml --device mw1")
+    bus_options(p, required=False)
+    p.add_argument("--config", help="site configuration: read --device through its "
+                   "profile")
+    p.add_argument("--device", help="device name in the site configuration")
+    p.add_argument("--point", help="only this point of --device")
+    p.add_argument("--unit", type=int, default=1, help="unit id (1)")
+    p.add_argument("--register", type=int,
+                   help="0-based wire address as sent in the request (a manual's "
+                        "register 40101 or 1-based 101 is wire address 100)")
+    p.add_argument("--function", type=int, choices=[1, 2, 3, 4], default=3,
+                   help="3 holding (default), 4 input, 1 coils, 2 discrete inputs")
+    p.add_argument("--count", type=int,
+                   help="registers (or bits) to read when no --type; for string, "
+                        "registers of text (8)")
+    p.add_argument("--type", choices=["int16", "uint16", "int32", "uint32", "float32",
+                                      "float64", "string"],
+                   help="decode as this type (default: print the raw registers)")
+    p.add_argument("--order", choices=["ABCD", "CDAB", "BADC", "DCBA"], default="ABCD",
+                   help="byte layout of wider values, A most significant: ABCD "
+                        "(default), CDAB word-swapped, BADC byte-swapped, DCBA both")
+    p.add_argument("--scale", type=float, default=1.0, help="value = raw * scale + "
+                   "offset")
+    p.add_argument("--offset", type=float, default=0.0, help="added after scaling")
+    p.add_argument("--timeout", type=float, default=None,
+                   help="deadline of each read in seconds (1.0; with --config, the "
+                        "device's)")
+    p.add_argument("--repeat", type=int, default=1,
+                   help="reads on one connection, one line each (0: until Ctrl-C)")
+    p.add_argument("--interval", type=float, default=1.0,
+                   help="seconds from one read to the next (1.0)")
+    p.add_argument("--json", action="store_true",
+                   help="one JSON object per read: value, raw, error, ...")
+
+    p = add("write-coil", _cmd_write_coil,
+            "write one coil (function 05) and read it back (function 01)",
+            "groundwatch write-coil --tcp 127.0.0.1:5020 --unit 3 --address 0 on")
+    bus_options(p)
+    p.add_argument("--unit", type=int, default=1, help="unit id (1)")
+    p.add_argument("--address", type=int, required=True, help="0-based coil address")
+    p.add_argument("--timeout", type=float, default=1.0, help="deadline in seconds")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.add_argument("state", choices=["on", "off"])
+
+    p = add("test-relay", _cmd_test_relay,
+            "switch a relay of the site on, read back, hold, switch off, read back",
+            "groundwatch test-relay --config site.toml horn --hold 3")
+    p.add_argument("--config", required=True, help="site configuration (TOML)")
+    p.add_argument("--hold", type=float, default=2.0, help="seconds to hold it on (2)")
+    p.add_argument("--timeout", type=float, default=None,
+                   help="deadline in seconds (default: the device's)")
+    p.add_argument("relay", help="relay name in the site file ([relays.NAME])")
 
     p = add("ack", _cmd_ack, "acknowledge (unlatch) an alarm at the gateway",
             "groundwatch ack --config site.toml trench-leak")
