@@ -32,6 +32,19 @@ class GatewaySection(_Strict):
     # (alarm events never are). None: limited only by the disk.
     disk_budget_mb: float | None = Field(default=None, gt=0)
     housekeeping_interval_s: float = Field(default=60.0, gt=0)
+    # How the gateway learns that its wall clock is right (see edge/clock.py):
+    # "kernel", "assume", or the path of a file that exists once it is.
+    clock_sync: str = "kernel"
+    # Records stamped before synchronisation wait this long for it, then go out
+    # marked clock_unsynced with the time they have.
+    clock_hold_max_s: float = Field(default=3600.0, gt=0)
+
+    @model_validator(mode="after")
+    def _check_clock_sync(self) -> "GatewaySection":
+        if self.clock_sync not in ("kernel", "assume") and not self.clock_sync.startswith(
+                "/"):
+            raise ValueError('clock_sync must be "kernel", "assume" or an absolute path')
+        return self
 
 
 class UplinkSection(_Strict):

@@ -19,6 +19,7 @@ from typing import Any
 from drivers.device import DeviceMap
 from edge.alarms import AlarmRule, Transition
 from edge.bus import BusError, DeviceReportedError, ModbusBus, NoAnswer, make_bus
+from edge.clock import WallClock
 from edge.config import BusSection, DeviceSection, SiteConfig, load_config
 from edge.service import notify, watchdog_interval_s
 from edge.store import open_gateway_store, utc_now_iso
@@ -57,6 +58,8 @@ class Gateway:
         self.cfg = cfg
         self.clock = clock
         self.store, self.recovery = open_gateway_store(cfg.data_dir / "gateway.sqlite")
+        self.wall = WallClock(cfg.gateway.clock_sync)
+        self.store.clock_mark = self.wall.mark
         self.buses = {b.name: make_bus(b) for b in cfg.buses}
         self.bus_of: dict[str, str] = {}
         self.devices: dict[str, DeviceState] = {}
@@ -336,6 +339,45 @@ class Gateway:
             except TimeoutError:
                 pass
 
+    # -- clock ---------------------------------------------------------------------
+
+    def check_clock(self) -> dict[str, int]:
+        """Correct held records once the clock is synchronised; release stale holds."""
+        boot = self.wall.boot_id
+        held, oldest_mono_ms = self.store.held_unsynced(boot)
+        counts: dict[str, int] = {}
+        if held and self.wall.synchronised():
+            counts = self.store.correct_clock(boot, self.wall.offset_ms())
+            log.info("site=%s clock synchronised: corrected the time of %d records",
+                     self.cfg.site.id, counts["corrected"])
+            self.store.add_event(
+                self.cfg.gateway.id, "clock", "synchronised", durable=False,
+                value=float(counts["corrected"]),
+                message=f"time corrected on {counts['corrected']} records stamped "
+                        "before synchronisation")
+        elif held and oldest_mono_ms is not None and (
+                self.wall.monotonic() * 1000 - oldest_mono_ms
+                > self.cfg.gateway.clock_hold_max_s * 1000):
+            counts = self.store.release_unsynced()
+            log.warning("site=%s clock still not synchronised after %.0f s: sending %d "
+                        "records marked clock_unsynced", self.cfg.site.id,
+                        self.cfg.gateway.clock_hold_max_s, counts["released_unsynced"])
+        return counts
+
+    async def _clock_task(self) -> None:
+        # Held from an earlier boot: that monotonic clock is gone, so they go as marked.
+        released = self.store.release_unsynced(keep_boot_id=self.wall.boot_id)
+        if released["released_unsynced"]:
+            log.warning("site=%s %d records from an earlier boot were never "
+                        "time-corrected: sending them marked clock_unsynced",
+                        self.cfg.site.id, released["released_unsynced"])
+        while not self.stop_event.is_set():
+            self._stored("clock correction", self.check_clock)
+            try:
+                await asyncio.wait_for(self.stop_event.wait(), 1.0)
+            except TimeoutError:
+                pass
+
     # -- service watchdog ----------------------------------------------------------
 
     def stalled_loops(self) -> list[str]:
@@ -374,6 +416,7 @@ class Gateway:
         tasks = [asyncio.create_task(self._bus_task(b)) for b in self.buses.values()]
         tasks.append(asyncio.create_task(self._relay_task()))
         tasks.append(asyncio.create_task(self._housekeeping_task()))
+        tasks.append(asyncio.create_task(self._clock_task()))
         watchdog_s = watchdog_interval_s()
         if watchdog_s is not None:
             tasks.append(asyncio.create_task(self._watchdog_task(watchdog_s)))

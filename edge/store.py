@@ -13,7 +13,7 @@ import logging
 import os
 import sqlite3
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -21,42 +21,95 @@ from typing import Any
 
 log = logging.getLogger(__name__)
 
+# Quality codes on disk; the vocabulary itself is groundwatch.contract.Quality. Codes
+# are never reused or renumbered: a new quality gets the next free number.
+QUALITY_CODES: dict[str, int] = {
+    "good": 0, "out_of_range": 1, "sentinel": 2, "device_error": 3, "comm_lost": 4,
+    "stale": 5, "maintenance": 6, "clock_unsynced": 7,
+}
+QUALITY_NAMES = {code: name for name, code in QUALITY_CODES.items()}
+
+# One reading costs about 30 bytes: integer milliseconds instead of an ISO string,
+# and device, point and unit named once in `points`. The `readings` and `outbox`
+# views show the rows as the uplink contract names them, for people and tools.
 SCHEMA = """
-CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
-CREATE TABLE IF NOT EXISTS readings (
-    seq INTEGER PRIMARY KEY, ts TEXT NOT NULL, device TEXT NOT NULL,
-    point TEXT NOT NULL, value REAL, quality TEXT NOT NULL, unit TEXT NOT NULL
+CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE qualities (code INTEGER PRIMARY KEY, name TEXT NOT NULL UNIQUE);
+CREATE TABLE points (
+    id INTEGER PRIMARY KEY, device TEXT NOT NULL, point TEXT NOT NULL,
+    unit TEXT NOT NULL, UNIQUE (device, point, unit)
 );
-CREATE INDEX IF NOT EXISTS readings_point_ts ON readings (device, point, ts);
-CREATE TABLE IF NOT EXISTS events (
+CREATE TABLE samples (
+    seq INTEGER PRIMARY KEY, ts_ms INTEGER NOT NULL, point_id INTEGER NOT NULL,
+    value REAL, quality INTEGER NOT NULL
+);
+CREATE TABLE events (
     seq INTEGER PRIMARY KEY, ts TEXT NOT NULL, source TEXT NOT NULL,
     event TEXT NOT NULL, state TEXT NOT NULL, severity TEXT, point TEXT,
     value REAL, message TEXT
 );
--- Records not yet acknowledged by the cloud; priority 0 (events) goes first.
-CREATE TABLE IF NOT EXISTS outbox (
-    seq INTEGER PRIMARY KEY, kind TEXT NOT NULL, priority INTEGER NOT NULL
+-- Records not yet acknowledged by the cloud; events go first.
+CREATE TABLE pending_events (seq INTEGER PRIMARY KEY);
+CREATE TABLE pending_readings (seq INTEGER PRIMARY KEY);
+-- Records stamped while the wall clock was not synchronised: the monotonic time and
+-- boot they were taken in, so their time can be corrected once it is. Until then
+-- they are held back from the uplink.
+CREATE TABLE unsynced (
+    seq INTEGER PRIMARY KEY, mono_ms INTEGER NOT NULL, boot_id TEXT NOT NULL,
+    quality INTEGER
 );
-CREATE INDEX IF NOT EXISTS outbox_order ON outbox (priority, seq);
-CREATE TABLE IF NOT EXISTS alarm_state (
+CREATE TABLE alarm_state (
     name TEXT PRIMARY KEY, active INTEGER NOT NULL, latched INTEGER NOT NULL,
     since TEXT, value REAL
 );
-CREATE TABLE IF NOT EXISTS ack_requests (
+CREATE TABLE ack_requests (
     id INTEGER PRIMARY KEY, alarm TEXT NOT NULL, requested_at TEXT NOT NULL,
     who TEXT NOT NULL DEFAULT 'local'
 );
+CREATE VIEW readings AS
+    SELECT s.seq AS seq,
+           strftime('%Y-%m-%dT%H:%M:%f+00:00', s.ts_ms / 1000.0, 'unixepoch') AS ts,
+           p.device AS device, p.point AS point, s.value AS value,
+           q.name AS quality, p.unit AS unit
+    FROM samples s JOIN points p ON p.id = s.point_id
+    JOIN qualities q ON q.code = s.quality;
+CREATE VIEW outbox AS
+    SELECT seq, 'event' AS kind, 0 AS priority FROM pending_events
+    UNION ALL SELECT seq, 'reading' AS kind, 1 AS priority FROM pending_readings;
 """
 
-PRIORITY_EVENT, PRIORITY_READING = 0, 1
+# From the first layout (ISO times and names on every row) to the compact one.
+_V1_TO_V2 = [
+    "ALTER TABLE readings RENAME TO readings_v1",
+    "ALTER TABLE outbox RENAME TO outbox_v1",
+    *[stmt for stmt in SCHEMA.split(";\n") if any(
+        f"CREATE TABLE {name} " in stmt for name in (
+            "qualities", "points", "samples", "pending_events", "pending_readings",
+            "unsynced"))],
+    "INSERT INTO qualities(code, name) VALUES "
+    + ", ".join(f"({c}, '{n}')" for n, c in QUALITY_CODES.items()),
+    "INSERT INTO points(device, point, unit) "
+    "SELECT DISTINCT device, point, unit FROM readings_v1",
+    "INSERT INTO samples(seq, ts_ms, point_id, value, quality) "
+    "SELECT r.seq, CAST(round((julianday(r.ts) - 2440587.5) * 86400000) AS INTEGER), "
+    "p.id, r.value, coalesce(q.code, 3) FROM readings_v1 r "
+    "JOIN points p ON (p.device, p.point, p.unit) = (r.device, r.point, r.unit) "
+    "LEFT JOIN qualities q ON q.name = r.quality",
+    "INSERT INTO pending_events SELECT seq FROM outbox_v1 WHERE kind = 'event'",
+    "INSERT INTO pending_readings SELECT seq FROM outbox_v1 WHERE kind = 'reading'",
+    "DROP TABLE readings_v1",
+    "DROP TABLE outbox_v1",
+    *[stmt for stmt in SCHEMA.split(";\n") if "CREATE VIEW" in stmt],
+]
+
 WAL_LIMIT_BYTES = 4 << 20
 BUSY_TIMEOUT_MS = 10000
 
-# PRAGMA user_version of the schema above. A file from before versioning (0) is
-# stamped 1; a later version adds its upgrade statements to MIGRATIONS, keyed by the
-# version they upgrade *from*; they run in one transaction with the new stamp.
-SCHEMA_VERSION = 1
-MIGRATIONS: dict[int, list[str]] = {}
+# PRAGMA user_version of SCHEMA. A file from before versioning (0, with tables) has the
+# version-1 layout. MIGRATIONS holds each upgrade's statements, keyed by the version
+# they upgrade *from*; they run in one transaction with the new stamp.
+SCHEMA_VERSION = 2
+MIGRATIONS: dict[int, list[str]] = {1: _V1_TO_V2}
 
 
 class StoreError(Exception):
@@ -66,6 +119,24 @@ class StoreError(Exception):
 def utc_now_iso() -> str:
     """Now, as ISO 8601 UTC with an explicit offset and milliseconds."""
     return datetime.now(UTC).isoformat(timespec="milliseconds")
+
+
+def iso_to_ms(ts: str) -> int:
+    """ISO 8601 with an offset -> integer milliseconds since 1970 (UTC)."""
+    return round(datetime.fromisoformat(ts).timestamp() * 1000)
+
+
+def ms_to_iso(ts_ms: int) -> str:
+    """Integer milliseconds since 1970 -> ISO 8601 UTC, as utc_now_iso() writes it."""
+    return datetime.fromtimestamp(ts_ms / 1000, UTC).isoformat(timespec="milliseconds")
+
+
+@dataclass(frozen=True, slots=True)
+class ClockMark:
+    """When a record was taken, by a clock that survives a wrong wall clock."""
+
+    mono_ms: int
+    boot_id: str
 
 
 @dataclass(slots=True)
@@ -96,6 +167,10 @@ class EdgeStore:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.conn = connect(self.path)
+        self._point_ids: dict[tuple[str, str, str], int] = {}
+        # Set by the gateway: returns a ClockMark while the wall clock is not
+        # synchronised, so every record stamped then is held for correction.
+        self.clock_mark: Callable[[], ClockMark | None] | None = None
         try:
             self._migrate()
             # The sequence high-water mark lives in meta, so deleting old rows can
@@ -116,13 +191,20 @@ class EdgeStore:
             )
         if version == SCHEMA_VERSION:
             return
-        self.conn.executescript(SCHEMA)  # creates only what is missing
+        fresh = not self.conn.execute("SELECT count(*) FROM sqlite_schema").fetchone()[0]
         with self._transaction():
-            for from_version in range(max(version, 1), SCHEMA_VERSION):
-                log.info("store %s: schema %d -> %d", self.path, from_version,
-                         from_version + 1)
-                for statement in MIGRATIONS[from_version]:
-                    self.conn.execute(statement)
+            if fresh:
+                for statement in SCHEMA.split(";\n"):
+                    if statement.strip():
+                        self.conn.execute(statement)
+                self.conn.executemany("INSERT INTO qualities(code, name) VALUES (?, ?)",
+                                      [(c, n) for n, c in QUALITY_CODES.items()])
+            else:
+                for from_version in range(max(version, 1), SCHEMA_VERSION):
+                    log.info("store %s: schema %d -> %d", self.path, from_version,
+                             from_version + 1)
+                    for statement in MIGRATIONS[from_version]:
+                        self.conn.execute(statement)
             self.conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
 
     def close(self) -> None:
@@ -149,35 +231,65 @@ class EdgeStore:
         self.set_meta("next_seq", str(self.next_seq + n))
         return seqs
 
+    def _point_id(self, device: str, point: str, unit: str) -> int:
+        key = (device, point, unit)
+        pid = self._point_ids.get(key)
+        if pid is None:
+            self.conn.execute("INSERT OR IGNORE INTO points(device, point, unit) "
+                              "VALUES (?, ?, ?)", key)
+            pid = self.conn.execute(
+                "SELECT id FROM points WHERE device=? AND point=? AND unit=?", key
+            ).fetchone()[0]
+            self._point_ids[key] = pid
+        return pid
+
     def add_readings(
-        self, ts: str, device: str, samples: Iterable[tuple[str, float | None, str, str]]
+        self, ts: str, device: str, samples: Iterable[tuple[str, float | None, str, str]],
+        unsynced: ClockMark | None = None,
     ) -> list[int]:
-        """Commit (point, value, quality, unit) samples of one poll; return their seqs."""
+        """Commit (point, value, quality, unit) samples of one poll; return their seqs.
+
+        With `unsynced` (the wall clock is not synchronised), each reading is stored
+        as clock_unsynced with the monotonic time it was taken at, and held back from
+        the uplink until correct_clock() fixes its time.
+        """
         rows = list(samples)
         if not rows:
             return []
+        if unsynced is None and self.clock_mark is not None:
+            unsynced = self.clock_mark()
+        ts_ms = iso_to_ms(ts)
         start = self.next_seq
         with self._transaction():
             seqs = self._take_seqs(len(rows))
             self.conn.executemany(
-                "INSERT INTO readings(seq, ts, device, point, value, quality, unit) "
-                "VALUES (?,?,?,?,?,?,?)",
-                [(s, ts, device, *r) for s, r in zip(seqs, rows, strict=True)],
+                "INSERT INTO samples(seq, ts_ms, point_id, value, quality) "
+                "VALUES (?,?,?,?,?)",
+                [(s, ts_ms, self._point_id(device, point, unit), value,
+                  QUALITY_CODES["clock_unsynced"] if unsynced else QUALITY_CODES[q])
+                 for s, (point, value, q, unit) in zip(seqs, rows, strict=True)],
             )
-            self.conn.executemany(
-                "INSERT INTO outbox(seq, kind, priority) VALUES (?, 'reading', ?)",
-                [(s, PRIORITY_READING) for s in seqs],
-            )
+            self.conn.executemany("INSERT INTO pending_readings(seq) VALUES (?)",
+                                  [(s,) for s in seqs])
+            if unsynced:
+                self.conn.executemany(
+                    "INSERT INTO unsynced(seq, mono_ms, boot_id, quality) "
+                    "VALUES (?,?,?,?)",
+                    [(s, unsynced.mono_ms, unsynced.boot_id, QUALITY_CODES[r[2]])
+                     for s, r in zip(seqs, rows, strict=True)],
+                )
         self.next_seq = start + len(rows)
         return list(seqs)
 
     def add_event(
         self, source: str, event: str, state: str, *, severity: str | None = None,
         point: str | None = None, value: float | None = None, message: str = "",
-        ts: str | None = None, durable: bool = True,
+        ts: str | None = None, durable: bool = True, unsynced: ClockMark | None = None,
     ) -> int:
         """Commit one event; alarm events are fsynced before this returns."""
         ts = ts or utc_now_iso()
+        if unsynced is None and self.clock_mark is not None:
+            unsynced = self.clock_mark()
         if durable:
             self.conn.execute("PRAGMA synchronous=FULL")
         try:
@@ -188,15 +300,59 @@ class EdgeStore:
                     "value, message) VALUES (?,?,?,?,?,?,?,?,?)",
                     (seq, ts, source, event, state, severity, point, value, message),
                 )
-                self.conn.execute(
-                    "INSERT INTO outbox(seq, kind, priority) VALUES (?, 'event', ?)",
-                    (seq, PRIORITY_EVENT),
-                )
+                self.conn.execute("INSERT INTO pending_events(seq) VALUES (?)", (seq,))
+                if unsynced:
+                    self.conn.execute(
+                        "INSERT INTO unsynced(seq, mono_ms, boot_id) VALUES (?,?,?)",
+                        (seq, unsynced.mono_ms, unsynced.boot_id),
+                    )
         finally:
             if durable:
                 self.conn.execute("PRAGMA synchronous=NORMAL")
         self.next_seq = seq + 1
         return seq
+
+    # -- clock -----------------------------------------------------------------------
+
+    def correct_clock(self, boot_id: str, offset_ms: int) -> dict[str, int]:
+        """The clock is synchronised: fix the times of records held since this boot.
+
+        offset_ms is wall-clock minus monotonic milliseconds, now that the wall clock
+        is right; a held record's time becomes its monotonic time plus the offset,
+        and a reading gets back the quality it was decoded with. Records held from an
+        earlier boot cannot be corrected (their monotonic clock is gone): they are
+        released as they are, still marked clock_unsynced (events: in the message).
+        """
+        with self._transaction():
+            corrected = self.conn.execute(
+                "UPDATE samples SET ts_ms = u.mono_ms + ?, quality = u.quality "
+                "FROM unsynced u WHERE u.seq = samples.seq AND u.boot_id = ?",
+                (offset_ms, boot_id)).rowcount
+            events = self.conn.execute(
+                "SELECT u.seq, u.mono_ms FROM unsynced u JOIN events e USING (seq) "
+                "WHERE u.boot_id = ?", (boot_id,)).fetchall()
+            self.conn.executemany("UPDATE events SET ts = ? WHERE seq = ?", [
+                (ms_to_iso(mono_ms + offset_ms), seq) for seq, mono_ms in events])
+            self.conn.execute("DELETE FROM unsynced WHERE boot_id = ?", (boot_id,))
+        return {"corrected": corrected + len(events), **self.release_unsynced(boot_id)}
+
+    def release_unsynced(self, keep_boot_id: str | None = None) -> dict[str, int]:
+        """Send what is held as it is (marked), except records of `keep_boot_id`."""
+        with self._transaction():
+            self.conn.execute(
+                "UPDATE events SET message = coalesce(nullif(message, '') || ' ', '') "
+                "|| '[time from an unsynchronised clock]' WHERE seq IN "
+                "(SELECT seq FROM unsynced WHERE boot_id IS NOT ?)", (keep_boot_id,))
+            released = self.conn.execute(
+                "DELETE FROM unsynced WHERE boot_id IS NOT ?", (keep_boot_id,)).rowcount
+        return {"released_unsynced": released}
+
+    def held_unsynced(self, boot_id: str) -> tuple[int, int | None]:
+        """Records held for a clock correction in this boot, and the oldest's mono_ms."""
+        n, oldest = self.conn.execute(
+            "SELECT count(*), min(mono_ms) FROM unsynced WHERE boot_id = ?", (boot_id,)
+        ).fetchone()
+        return n, oldest
 
     def _transaction(self) -> "_Tx":
         return _Tx(self)
@@ -204,42 +360,53 @@ class EdgeStore:
     # -- outbox -------------------------------------------------------------------
 
     def outbox_batch(self, limit: int, exclude: set[int]) -> list[dict[str, Any]]:
-        """The next records to send: events first, then readings, oldest first."""
-        rows = self.conn.execute(
-            "SELECT seq, kind FROM outbox ORDER BY priority, seq LIMIT ?",
-            (limit + len(exclude),),
-        ).fetchall()
-        picked = [(s, k) for s, k in rows if s not in exclude][:limit]
-        readings = [s for s, k in picked if k == "reading"]
-        events = [s for s, k in picked if k == "event"]
+        """The next records to send: events first, then readings, oldest first.
+
+        Records held for a clock correction (table `unsynced`) wait.
+        """
         out: list[dict[str, Any]] = []
-        for chunk in _chunks(events, 500):
-            out += [
-                _event_record(r) for r in self.conn.execute(
-                    "SELECT seq, ts, source, event, state, severity, point, value, message "
-                    f"FROM events WHERE seq IN ({','.join('?' * len(chunk))})", chunk,
-                )
-            ]
-        for chunk in _chunks(readings, 500):
-            out += [
-                {"seq": r[0], "kind": "reading", "ts": r[1], "device": r[2],
-                 "point": r[3], "value": r[4], "quality": r[5], "unit": r[6]}
-                for r in self.conn.execute(
-                    "SELECT seq, ts, device, point, value, quality, unit FROM readings "
-                    f"WHERE seq IN ({','.join('?' * len(chunk))}) ORDER BY seq", chunk,
-                )
-            ]
+        for sql, fetch in (
+            ("SELECT p.seq FROM pending_events p WHERE NOT EXISTS "
+             "(SELECT 1 FROM unsynced u WHERE u.seq = p.seq) ORDER BY p.seq LIMIT ?",
+             self._event_records),
+            ("SELECT p.seq FROM pending_readings p WHERE NOT EXISTS "
+             "(SELECT 1 FROM unsynced u WHERE u.seq = p.seq) ORDER BY p.seq LIMIT ?",
+             self._reading_records),
+        ):
+            want = limit - len(out)
+            if want <= 0:
+                break
+            seqs = [r[0] for r in self.conn.execute(sql, (want + len(exclude),))
+                    if r[0] not in exclude][:want]
+            for chunk in _chunks(seqs, 500):
+                out += fetch(chunk)
         return out
+
+    def _event_records(self, seqs: list[int]) -> list[dict[str, Any]]:
+        return [_event_record(r) for r in self.conn.execute(
+            "SELECT seq, ts, source, event, state, severity, point, value, message "
+            f"FROM events WHERE seq IN ({','.join('?' * len(seqs))}) ORDER BY seq", seqs)]
+
+    def _reading_records(self, seqs: list[int]) -> list[dict[str, Any]]:
+        return [
+            {"seq": seq, "kind": "reading", "ts": ms_to_iso(ts_ms), "device": device,
+             "point": point, "value": value, "quality": QUALITY_NAMES[quality],
+             "unit": unit}
+            for seq, ts_ms, device, point, value, quality, unit in self.conn.execute(
+                "SELECT s.seq, s.ts_ms, p.device, p.point, s.value, s.quality, p.unit "
+                "FROM samples s JOIN points p ON p.id = s.point_id "
+                f"WHERE s.seq IN ({','.join('?' * len(seqs))}) ORDER BY s.seq", seqs)
+        ]
 
     def mark_delivered(self, ranges: list[list[int]]) -> int:
         """Remove acknowledged sequence ranges from the outbox; return rows removed."""
+        removed = 0
         with self._transaction():
-            removed = 0
             for first, last in ranges:
-                cur = self.conn.execute(
-                    "DELETE FROM outbox WHERE seq BETWEEN ? AND ?", (first, last)
-                )
-                removed += cur.rowcount
+                for table in ("pending_events", "pending_readings"):
+                    removed += self.conn.execute(
+                        f"DELETE FROM {table} WHERE seq BETWEEN ? AND ?", (first, last)
+                    ).rowcount
         return removed
 
     # -- disk budget ----------------------------------------------------------------
@@ -267,27 +434,26 @@ class EdgeStore:
         if used <= max_bytes:
             return evicted
         for key, select in (
-            ("evicted_delivered", "SELECT seq FROM readings WHERE seq NOT IN "
-                                  "(SELECT seq FROM outbox) ORDER BY seq LIMIT ?"),
-            ("evicted_unsent", "SELECT seq FROM outbox WHERE kind='reading' "
-                               "ORDER BY seq LIMIT ?"),
+            ("evicted_delivered", "SELECT seq FROM samples WHERE seq NOT IN "
+                                  "(SELECT seq FROM pending_readings) ORDER BY seq "
+                                  "LIMIT ?"),
+            ("evicted_unsent", "SELECT seq FROM pending_readings ORDER BY seq LIMIT ?"),
         ):
             while used > target:
-                # Estimate how many rows free the excess; deleting by ranges of seq
+                # Estimate how many rows free the excess; deleting in bounded steps
                 # keeps each transaction short on an SD card.
                 rows = self.conn.execute(
-                    "SELECT count(*) FROM (SELECT seq FROM readings LIMIT 100000)"
+                    "SELECT count(*) FROM (SELECT seq FROM samples LIMIT 100000)"
                 ).fetchone()[0]
-                per_row = max(used / max(rows, 1), 16.0) if rows < 100000 else 64.0
+                per_row = max(used / max(rows, 1), 16.0) if rows < 100000 else 32.0
                 n = min(max(int((used - target) / per_row) + 1, 100), 20000)
                 with self._transaction():
                     seqs = [r[0] for r in self.conn.execute(select, (n,))]
                     for chunk in _chunks(seqs, 500):
                         marks = ",".join("?" * len(chunk))
-                        self.conn.execute(f"DELETE FROM readings WHERE seq IN ({marks})",
-                                          chunk)
-                        self.conn.execute(f"DELETE FROM outbox WHERE seq IN ({marks})",
-                                          chunk)
+                        for table in ("samples", "pending_readings", "unsynced"):
+                            self.conn.execute(
+                                f"DELETE FROM {table} WHERE seq IN ({marks})", chunk)
                 if not seqs:
                     break
                 evicted[key] += len(seqs)
@@ -310,14 +476,18 @@ class EdgeStore:
         return busy == 0
 
     def outbox_depth(self) -> int:
-        return self.conn.execute("SELECT count(*) FROM outbox").fetchone()[0]
+        return self.conn.execute(
+            "SELECT (SELECT count(*) FROM pending_events) + "
+            "(SELECT count(*) FROM pending_readings)").fetchone()[0]
 
     def oldest_unsent_ts(self) -> str | None:
         row = self.conn.execute(
-            "SELECT min(ts) FROM (SELECT r.ts FROM outbox o JOIN readings r USING(seq) "
-            "UNION ALL SELECT e.ts FROM outbox o JOIN events e USING(seq))"
-        ).fetchone()
-        return row[0] if row else None
+            "SELECT min(s.ts_ms) FROM samples s WHERE s.seq = "
+            "(SELECT min(seq) FROM pending_readings)").fetchone()
+        reading = ms_to_iso(row[0]) if row and row[0] is not None else None
+        event = self.conn.execute(
+            "SELECT min(e.ts) FROM events e JOIN pending_events USING (seq)").fetchone()[0]
+        return min((t for t in (reading, event) if t), default=None)
 
     # -- alarm state --------------------------------------------------------------
 

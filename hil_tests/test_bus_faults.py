@@ -31,6 +31,7 @@ id = "faults"
 [gateway]
 id = "gw"
 data_dir = "gw"
+clock_sync = "assume"  # this machine's kernel reports its clock unsynchronised
 [uplink]
 broker_url = "mqtt://127.0.0.1:{broker}"
 
