@@ -219,6 +219,29 @@ def _cmd_ack(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _cmd_install_service(args: argparse.Namespace) -> int:
+    import subprocess
+    from pathlib import Path
+
+    from edge.config import load_config
+    from edge.service import UNIT_NAME, install_service, systemctl
+
+    load_config(args.config)  # a broken site file is reported now, not at boot
+    files = install_service(Path(args.config), Path(args.root), args.user, args.watchdog)
+    print(f"wrote {files.unit}\nwrote {files.journald}")
+    if args.enable:
+        ctl = systemctl()
+        if ctl is None or args.root != "/":
+            print("error: --enable needs systemd running on this machine", file=sys.stderr)
+            return EXIT_FAIL
+        for cmd in ([ctl, "daemon-reload"], [ctl, "enable", "--now", UNIT_NAME]):
+            subprocess.run(cmd, check=True)
+        print(f"{UNIT_NAME} enabled and started; logs: journalctl -u {UNIT_NAME}")
+    else:
+        print(f"then: systemctl daemon-reload && systemctl enable --now {UNIT_NAME}")
+    return EXIT_OK
+
+
 def _cmd_profiles(args: argparse.Namespace) -> int:
     from drivers.profile import builtin_profiles, load_profile
 
@@ -390,6 +413,17 @@ def build_parser() -> argparse.ArgumentParser:
 
     add("profiles", _cmd_profiles, "list the built-in device profiles",
         "groundwatch profiles")
+
+    p = add("install-service", _cmd_install_service,
+            "install the gateway as a systemd service with a watchdog (docs/service.md)",
+            "groundwatch install-service --config /etc/groundwatch/site.toml --enable")
+    p.add_argument("--config", required=True, help="site configuration (TOML)")
+    p.add_argument("--user", default="groundwatch", help="service user (groundwatch)")
+    p.add_argument("--root", default="/", help="write under this root (an OS image)")
+    p.add_argument("--watchdog", type=int, default=30,
+                   help="WatchdogSec: seconds without a ping before a restart (30)")
+    p.add_argument("--enable", action="store_true",
+                   help="then systemctl daemon-reload and enable --now")
     return parser
 
 

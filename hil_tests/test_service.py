@@ -74,3 +74,19 @@ def test_install_service_writes_a_notify_unit_with_a_watchdog(tmp_path: Path) ->
                  f"ExecStart={sys.executable} -m groundwatch edge --config {config}"):
         assert line in unit.splitlines(), line
     assert "SystemMaxUse=100M" in files.journald.read_text()
+
+
+def test_install_service_command_checks_the_site_file_first(tmp_path: Path) -> None:
+    from groundwatch.cli import main
+    from groundwatch.demo import write_site
+
+    site = write_site(tmp_path, 1883, leak_at_s=1e9)
+    assert main(["install-service", "--config", str(site), "--root",
+                 str(tmp_path / "img")]) == 0
+    unit = (tmp_path / "img/etc/systemd/system" / UNIT_NAME).read_text()
+    assert f"--config {site}" in unit
+    bad = tmp_path / "bad.toml"
+    bad.write_text(site.read_text().replace('id = "gw-demo"', 'id = "gw demo"'))
+    assert main(["install-service", "--config", str(bad), "--root",
+                 str(tmp_path / "img2")]) == 2
+    assert not (tmp_path / "img2").exists()

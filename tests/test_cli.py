@@ -5,7 +5,8 @@ import pytest
 from groundwatch.cli import build_parser, main
 
 COMMANDS = ["edge", "simulate", "cloud", "demo", "check", "ack", "profiles",
-            "check-config", "scan", "read", "write-coil", "test-relay"]
+            "check-config", "scan", "read", "write-coil", "test-relay",
+            "install-service"]
 
 
 def test_all_commands_are_listed():
