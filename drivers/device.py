@@ -3,12 +3,19 @@
 from __future__ import annotations
 
 import math
+import struct
 from dataclasses import dataclass
+from typing import Any
 
 from groundwatch.contract import Quality
 
-from .codec import decode, get_bit
+from .codec import NUMERIC_TYPES, CodecError
 from .profile import BIT_TABLES, MAX_READ_BITS, Point, Profile
+
+_GOOD, _SENTINEL = Quality.GOOD, Quality.SENTINEL
+_DEVICE_ERROR, _OUT_OF_RANGE = Quality.DEVICE_ERROR, Quality.OUT_OF_RANGE
+_NO_RANGE: tuple[None, None] = (None, None)
+_EMPTY: dict[int, int] = {}
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,6 +60,8 @@ class DeviceMap:
         }
         self.ranges.update(ranges or {})
         self.blocks = self._plan()
+        self._decoders = [self._decoder(n, p) for n, p in self.points.items()
+                          if p.type != "string"]
 
     def wire(self, address: int) -> int:
         """0-based protocol address of a register number in this profile."""
@@ -85,40 +94,58 @@ class DeviceMap:
             blocks.append(ReadBlock(table, start, end - start))
         return blocks
 
+    def _decoder(self, name: str, p: Point) -> tuple[Any, ...]:
+        """What decode() needs of one point, worked out once per device."""
+        addr = self.wire(p.address)
+        quality = None if p.quality_address is None else self.wire(p.quality_address)
+        codec: tuple[Any, ...] | None = None
+        if p.type not in ("bool", "bit"):
+            # Registers -> bytes in the point's byte order ("<H" writes BA), words in
+            # its word order, then one unpack of the value: codec.decode, precompiled.
+            code, n = NUMERIC_TYPES[p.type]
+            words = struct.Struct(("<" if p.byte_order == "little" else ">") + "H" * n)
+            codec = (words, struct.Struct(">" + code), p.word_order == "little")
+        scaled = p.scale != 1 or bool(p.offset)
+        return (name, p.type, p.table, addr, p.count, p.bit or 0, codec, quality,
+                frozenset(p.sentinel), p.scale, p.offset, scaled, p.unit)
+
     def decode(self, data: dict[str, dict[int, int]]) -> list[Sample]:
         """Decode read replies ({table: {address: register or bit}}) into samples."""
         out = []
-        for name, p in self.points.items():
-            if p.type == "string":
-                continue
-            regs = data.get(p.table, {})
-            addr = self.wire(p.address)
+        ranges = self.ranges
+        for (name, type_, table, addr, count, bit, codec, quality, sentinel, scale,
+             offset, scaled, unit) in self._decoders:
+            regs = data.get(table, _EMPTY)
             try:
-                words = [regs[a] for a in range(addr, addr + p.count)]
+                words = [regs[addr]] if count == 1 else [
+                    regs[a] for a in range(addr, addr + count)
+                ]
             except KeyError:
-                out.append(Sample(name, None, Quality.COMM_LOST, p.unit))
+                out.append(Sample(name, None, Quality.COMM_LOST, unit))
                 continue
-            out.append(self._decode_point(name, p, words, regs))
+            if codec is None:  # bool (a coil or input) or bit (of a status register)
+                on = words[0] if type_ == "bool" else words[0] >> bit & 1
+                out.append(Sample(name, float(bool(on)), _GOOD, unit))
+                continue
+            to_bytes, unpack, swap_words = codec
+            try:
+                raw = unpack.unpack(to_bytes.pack(*(words[::-1] if swap_words
+                                                     else words)))[0]
+            except struct.error:
+                raise CodecError(f"register values {words!r} are not 16-bit") from None
+            if isinstance(raw, float) and math.isnan(raw) or raw in sentinel:
+                out.append(Sample(name, None, _SENTINEL, unit))
+                continue
+            value = raw * scale + offset if scaled else float(raw)
+            if not math.isfinite(value):
+                out.append(Sample(name, None, _SENTINEL, unit))
+                continue
+            if quality is not None and regs.get(quality):
+                out.append(Sample(name, value, _DEVICE_ERROR, unit))
+                continue
+            low, high = ranges.get(name, _NO_RANGE)
+            if (low is not None and value < low) or (high is not None and value > high):
+                out.append(Sample(name, value, _OUT_OF_RANGE, unit))
+                continue
+            out.append(Sample(name, value, _GOOD, unit))
         return out
-
-    def _decode_point(
-        self, name: str, p: Point, words: list[int], regs: dict[int, int]
-    ) -> Sample:
-        if p.type == "bool":
-            return Sample(name, float(bool(words[0])), Quality.GOOD, p.unit)
-        if p.type == "bit":
-            return Sample(name, float(get_bit(words[0], p.bit or 0)), Quality.GOOD, p.unit)
-
-        raw = decode(words, p.type, p.byte_order or "big", p.word_order or "big")
-        assert isinstance(raw, (int, float))
-        if isinstance(raw, float) and math.isnan(raw) or raw in p.sentinel:
-            return Sample(name, None, Quality.SENTINEL, p.unit)
-        value = raw * p.scale + p.offset if (p.scale != 1 or p.offset) else float(raw)
-        if not math.isfinite(value):
-            return Sample(name, None, Quality.SENTINEL, p.unit)
-        if p.quality_address is not None and regs.get(self.wire(p.quality_address)):
-            return Sample(name, value, Quality.DEVICE_ERROR, p.unit)
-        low, high = self.ranges.get(name, (None, None))
-        if (low is not None and value < low) or (high is not None and value > high):
-            return Sample(name, value, Quality.OUT_OF_RANGE, p.unit)
-        return Sample(name, value, Quality.GOOD, p.unit)

@@ -97,10 +97,12 @@ class ModbusBus:
         async with self.lock:
             client = await self._connected()
             try:
-                reply = await asyncio.wait_for(
-                    getattr(client, method)(*args, device_id=unit, **kwargs),
-                    timeout_s,
-                )
+                # asyncio.timeout, not wait_for: on Python 3.11 wait_for wraps every
+                # read in a task of its own (docs/bench.md, poll path).
+                async with asyncio.timeout(timeout_s):
+                    reply = await getattr(client, method)(
+                        *args, device_id=unit, **kwargs
+                    )
             except (TimeoutError, ModbusException, OSError) as exc:
                 # The line may still deliver a late reply; reconnecting drops it so it
                 # is never taken as the answer to the next request.
@@ -120,10 +122,10 @@ class ModbusBus:
         if block.table in ("coil", "discrete"):
             values = [int(b) for b in reply.bits[: block.count]]
         else:
-            values = list(reply.registers)
+            values = reply.registers
         if len(values) != block.count:
             raise NoAnswer(f"unit {unit}: {len(values)} values for {block}")
-        return {block.start + i: v for i, v in enumerate(values)}
+        return dict(zip(range(block.start, block.start + block.count), values))
 
     async def write_coil(self, unit: int, address: int, on: bool,
                          timeout_s: float | None = None) -> None:
