@@ -58,6 +58,12 @@ CREATE TABLE unsynced (
     seq INTEGER PRIMARY KEY, mono_ms INTEGER NOT NULL, boot_id TEXT NOT NULL,
     quality INTEGER
 );
+-- Records taken out of the outbox because they cannot be delivered however they are
+-- sent (a broker or receiver refuses even the record alone): kept, with the reason.
+CREATE TABLE parked (
+    seq INTEGER PRIMARY KEY, kind TEXT NOT NULL, parked_at TEXT NOT NULL,
+    reason TEXT NOT NULL
+);
 CREATE TABLE alarm_state (
     name TEXT PRIMARY KEY, active INTEGER NOT NULL, latched INTEGER NOT NULL,
     since TEXT, value REAL
@@ -108,8 +114,9 @@ BUSY_TIMEOUT_MS = 10000
 # PRAGMA user_version of SCHEMA. A file from before versioning (0, with tables) has the
 # version-1 layout. MIGRATIONS holds each upgrade's statements, keyed by the version
 # they upgrade *from*; they run in one transaction with the new stamp.
-SCHEMA_VERSION = 2
-MIGRATIONS: dict[int, list[str]] = {1: _V1_TO_V2}
+SCHEMA_VERSION = 3
+_V2_TO_V3 = [stmt for stmt in SCHEMA.split(";\n") if "CREATE TABLE parked " in stmt]
+MIGRATIONS: dict[int, list[str]] = {1: _V1_TO_V2, 2: _V2_TO_V3}
 
 
 class StoreError(Exception):
@@ -359,7 +366,8 @@ class EdgeStore:
 
     # -- outbox -------------------------------------------------------------------
 
-    def outbox_batch(self, limit: int, exclude: set[int]) -> list[dict[str, Any]]:
+    def outbox_batch(self, limit: int, exclude: set[int],
+                     readings: bool = True) -> list[dict[str, Any]]:
         """The next records to send: events first, then readings, oldest first.
 
         Records held for a clock correction (table `unsynced`) wait.
@@ -372,7 +380,7 @@ class EdgeStore:
             ("SELECT p.seq FROM pending_readings p WHERE NOT EXISTS "
              "(SELECT 1 FROM unsynced u WHERE u.seq = p.seq) ORDER BY p.seq LIMIT ?",
              self._reading_records),
-        ):
+        )[:2 if readings else 1]:
             want = limit - len(out)
             if want <= 0:
                 break
@@ -381,6 +389,70 @@ class EdgeStore:
             for chunk in _chunks(seqs, 500):
                 out += fetch(chunk)
         return out
+
+    def outbox_events(self, limit: int, exclude: set[int]) -> list[dict[str, Any]]:
+        """Pending events not in `exclude`, oldest first."""
+        return self.outbox_batch(limit, exclude, readings=False)
+
+    def outbox_readings(
+        self, limit: int, exclude: set[int], *, newest: bool = False,
+        since_ms: int | None = None, before_ms: int | None = None,
+    ) -> list[dict[str, Any]]:
+        """Pending readings not in `exclude`, in seq order within the batch.
+
+        newest=False takes the oldest pending readings (those taken before `before_ms`
+        if given); newest=True takes them from the newest end (those taken at or after
+        `since_ms`), looking at no more than the newest `limit` candidates, so the
+        query costs the same however deep the backlog behind them is.
+        """
+        hold = "NOT EXISTS (SELECT 1 FROM unsynced u WHERE u.seq = p.seq)"
+        n = limit + len(exclude)
+        if newest:
+            rows = self.conn.execute(
+                "SELECT p.seq, s.ts_ms FROM pending_readings p JOIN samples s "
+                f"ON s.seq = p.seq WHERE {hold} ORDER BY p.seq DESC LIMIT ?", (n,))
+            seqs = [seq for seq, ts_ms in rows if seq not in exclude
+                    and (since_ms is None or ts_ms >= since_ms)][:limit]
+            seqs.reverse()
+        else:
+            rows = self.conn.execute(
+                "SELECT p.seq FROM pending_readings p JOIN samples s ON s.seq = p.seq "
+                f"WHERE {hold} AND s.ts_ms < ? ORDER BY p.seq LIMIT ?",
+                (before_ms if before_ms is not None else 1 << 62, n))
+            seqs = [r[0] for r in rows if r[0] not in exclude][:limit]
+        return [rec for chunk in _chunks(seqs, 500) for rec in self._reading_records(chunk)]
+
+    def outbox_records(self, seqs: list[int]) -> list[dict[str, Any]]:
+        """The records of `seqs` still in the outbox: events first, then readings."""
+        out: list[dict[str, Any]] = []
+        for table, fetch in (("pending_events", self._event_records),
+                             ("pending_readings", self._reading_records)):
+            for chunk in _chunks(sorted(seqs), 500):
+                pending = [r[0] for r in self.conn.execute(
+                    f"SELECT seq FROM {table} WHERE seq IN "
+                    f"({','.join('?' * len(chunk))})", chunk)]
+                if pending:
+                    out += fetch(pending)
+        return out
+
+    def park(self, seqs: Iterable[int], reason: str) -> int:
+        """Move records out of the outbox into `parked`, with the reason; return count."""
+        parked = 0
+        now = utc_now_iso()
+        with self._transaction():
+            for seq in seqs:
+                for table, kind in (("pending_events", "event"),
+                                    ("pending_readings", "reading")):
+                    if self.conn.execute(f"DELETE FROM {table} WHERE seq = ?",
+                                         (seq,)).rowcount:
+                        self.conn.execute(
+                            "INSERT OR REPLACE INTO parked(seq, kind, parked_at, reason) "
+                            "VALUES (?,?,?,?)", (seq, kind, now, reason))
+                        parked += 1
+        return parked
+
+    def parked_count(self) -> int:
+        return self.conn.execute("SELECT count(*) FROM parked").fetchone()[0]
 
     def _event_records(self, seqs: list[int]) -> list[dict[str, Any]]:
         return [_event_record(r) for r in self.conn.execute(

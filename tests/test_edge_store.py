@@ -83,7 +83,7 @@ def test_first_release_file_is_migrated_in_place_losing_nothing(tmp_path):
     with sqlite3.connect(db) as conn:
         conn.executescript(V1_SCHEMA)
     s = EdgeStore(db)
-    assert s.conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 2
+    assert s.conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 3
     assert s.conn.execute("SELECT * FROM readings ORDER BY seq").fetchall() == [
         (1, "2026-12-01T08:00:00.125+00:00", "tank1", "level_mm", 1234.5, "good", "mm"),
         (2, "2026-12-01T08:00:00.125+00:00", "mw1", "conductivity_us_cm", 0.0,
@@ -95,6 +95,41 @@ def test_first_release_file_is_migrated_in_place_losing_nothing(tmp_path):
     assert s.add_readings("2026-12-01T08:00:02.000+00:00", "tank1",
                           [("level_mm", 1234.0, "good", "mm")]) == [4]
     s.close()
+
+
+def test_schema_2_file_gains_the_parked_table_keeping_its_outbox(tmp_path):
+    db = tmp_path / "g.sqlite"
+    s = EdgeStore(db)
+    s.add_readings("2026-12-01T08:00:00.125+00:00", "tank1",
+                   [("level_mm", 1234.5, "good", "mm")] * 3)
+    s.mark_delivered([[1, 1]])
+    # Schema 2 is schema 3 without `parked`.
+    s.conn.execute("DROP TABLE parked")
+    s.conn.execute("PRAGMA user_version=2")
+    s.close()
+    s = EdgeStore(db)
+    assert s.conn.execute("PRAGMA user_version").fetchone()[0] == 3
+    assert [r["seq"] for r in s.outbox_batch(10, set())] == [2, 3]
+    assert s.park([3], "too large") == 1 and s.parked_count() == 1
+    assert [r["seq"] for r in s.outbox_batch(10, set())] == [2]
+    s.close()
+
+
+def test_live_head_and_backlog_tail_are_taken_from_opposite_ends(tmp_path):
+    s = EdgeStore(tmp_path / "g.sqlite")
+    for minute in range(10):
+        s.add_readings(f"2026-12-01T08:{minute:02d}:00.000+00:00", "d",
+                       [("p", float(minute), "good", "m")])
+    s.add_event("leak", "alarm", "raised")
+    cutoff_ms = 1796112000000 + 7 * 60000  # 2026-12-01T08:07Z
+    live = s.outbox_readings(2, set(), newest=True, since_ms=cutoff_ms)
+    assert [r["seq"] for r in live] == [9, 10]
+    live = s.outbox_readings(5, {9, 10}, newest=True, since_ms=cutoff_ms)
+    assert [r["seq"] for r in live] == [8]
+    backlog = s.outbox_readings(3, {1}, before_ms=cutoff_ms)
+    assert [r["seq"] for r in backlog] == [2, 3, 4]
+    assert [r["seq"] for r in s.outbox_events(5, set())] == [11]
+    assert [r["seq"] for r in s.outbox_records([11, 4, 99])] == [11, 4]
 
 
 def test_file_from_a_newer_release_is_refused_untouched(tmp_path):
