@@ -31,7 +31,14 @@ def wait_for(predicate: Callable[[], Any], timeout_s: float, what: str,
     """Poll until predicate() is truthy; fail the test naming what never happened."""
     deadline = time.monotonic() + timeout_s
     while True:
-        result = predicate()
+        try:
+            result = predicate()
+        except sqlite3.OperationalError:
+            # A database still being created by its owner (its schema is committed
+            # in one transaction); past the deadline the error is the answer.
+            if time.monotonic() > deadline:
+                raise
+            result = None
         if result:
             return result
         if time.monotonic() > deadline:
