@@ -27,7 +27,9 @@ class ReadBlock:
     count: int
 
 
-@dataclass(frozen=True, slots=True)
+# Not frozen: a frozen dataclass pays a setattr call per field, and a Sample is made
+# for every point of every poll (see docs/bench.md). Treat it as immutable all the same.
+@dataclass(slots=True)
 class Sample:
     """A decoded point value with its quality; value is None when there is none."""
 
