@@ -9,7 +9,7 @@ from typing import Any
 from fastapi import FastAPI, HTTPException, Query
 
 from cloud.ingest import Ingestor
-from cloud.store import CloudStore, normalise_ts, parse_ts
+from cloud.store import HEALTH_HISTORY, CloudStore, normalise_ts, parse_ts
 from groundwatch import __version__
 
 log = logging.getLogger(__name__)
@@ -39,19 +39,51 @@ def create_app(
         if not store.site_exists(site):
             raise HTTPException(404, detail=f"unknown site {site!r}")
 
-    def gateway_view(row: dict[str, Any], now: datetime) -> dict[str, Any]:
-        last_seen = row["last_seen"]
+    def gateway_view(row: dict[str, Any], now: datetime,
+                     health: dict[str, Any] | None) -> dict[str, Any]:
+        # Online: something live (data, an "online" status, health) was heard within
+        # offline_after_s, and not an "offline" status after it.
+        last_seen, status_ts = row["last_seen"], row["status_ts"]
         recent = (
             last_seen is not None
             and (now - parse_ts(last_seen)).total_seconds() <= offline_after_s
         )
+        said_offline = row["status"] == "offline" and (
+            status_ts is None or last_seen is None
+            or parse_ts(status_ts) >= parse_ts(last_seen))
         return {
             "gateway": row["gateway"],
-            "online": recent and row["status"] != "offline",
+            "online": recent and not said_offline,
             "last_seen": last_seen,
             "status": row["status"],
-            "status_ts": row["status_ts"],
+            "status_ts": status_ts,
+            "health": health,
         }
+
+    def health_summary(health: dict[str, Any] | None) -> dict[str, Any] | None:
+        if health is None:
+            return None
+        devices = health.get("devices", {})
+        return {
+            "ts": health.get("ts"),
+            "uptime_s": health.get("uptime_s"),
+            "outbox_depth": health.get("outbox_depth"),
+            "oldest_unsent_age_s": health.get("oldest_unsent_age_s"),
+            "drops": health.get("drops"),
+            "devices_offline": sorted(
+                n for n, d in devices.items() if d.get("online") is False),
+            "free_bytes": health.get("disk", {}).get("free_bytes"),
+        }
+
+    def site_gateways(site: str, summary: bool) -> list[dict[str, Any]]:
+        now = datetime.now(timezone.utc)
+        healths = store.latest_health(site)
+        views = []
+        for row in store.gateways(site):
+            health = healths.get(row["gateway"])
+            views.append(gateway_view(
+                row, now, health_summary(health) if summary else health))
+        return views
 
     @app.get("/api/health")
     def health() -> dict[str, Any]:
@@ -66,12 +98,32 @@ def create_app(
     @app.get("/api/sites")
     def sites() -> list[dict[str, Any]]:
         """Every site: gateways and their liveness, newest data, points, alarms."""
-        now = datetime.now(timezone.utc)
         out = []
         for site in store.sites():
-            gateways = [gateway_view(row, now) for row in store.gateways(site)]
-            out.append({"site": site, "gateways": gateways, **store.site_summary(site)})
+            gateways = site_gateways(site, summary=True)
+            online = sum(1 for g in gateways if g["online"])
+            out.append({"site": site, "gateways": gateways, "gateways_online": online,
+                        "gateways_offline": len(gateways) - online,
+                        **store.site_summary(site)})
         return out
+
+    @app.get("/api/sites/{site}/gateways")
+    def gateways(site: str) -> list[dict[str, Any]]:
+        """The site's gateways: online or not, when last heard, their latest health."""
+        require_site(site)
+        return site_gateways(site, summary=False)
+
+    @app.get("/api/sites/{site}/gateways/{gateway}/health")
+    def gateway_health(
+        site: str, gateway: str,
+        limit: int = Query(100, ge=1, le=HEALTH_HISTORY),
+    ) -> dict[str, Any]:
+        """A gateway's recent health messages, newest first."""
+        require_site(site)
+        if gateway not in {row["gateway"] for row in store.gateways(site)}:
+            raise HTTPException(404, detail=f"site {site!r} has no gateway {gateway!r}")
+        return {"site": site, "gateway": gateway,
+                "health": store.health_history(site, gateway, limit)}
 
     @app.get("/api/sites/{site}/points")
     def points(site: str) -> list[dict[str, Any]]:

@@ -20,7 +20,7 @@ log = logging.getLogger(__name__)
 MAX_PAYLOAD_BYTES = 1 << 20
 COUNTERS = (
     "messages", "records", "duplicates", "malformed", "acks_sent", "store_errors",
-    "dead_lettered",
+    "dead_lettered", "health",
 )
 GATEWAY_STATUSES = ("online", "offline")
 
@@ -49,6 +49,7 @@ class Ingestor:
         self.subscriptions = (
             contract.DATA_SUBSCRIPTION if site == "+" else f"{root}/{site}/+/data",
             contract.STATUS_SUBSCRIPTION if site == "+" else f"{root}/{site}/+/status",
+            contract.HEALTH_SUBSCRIPTION if site == "+" else f"{root}/{site}/+/health",
         )
         self._counts = dict.fromkeys(COUNTERS, 0)
         self._counts_lock = threading.Lock()
@@ -151,6 +152,8 @@ class Ingestor:
                 self._on_data(client, site, gateway, msg)
             elif leaf == "status":
                 self._on_status(site, gateway, msg)
+            elif leaf == "health":
+                self._on_health(site, gateway, msg)
         except Exception:  # noqa: BLE001 - one bad message must never stop ingest
             log.exception("unexpected error handling a message on %s", msg.topic)
 
@@ -239,6 +242,30 @@ class Ingestor:
                 continue
             good.append(rec)
         return good, dead
+
+    def _on_health(self, site: str, gateway: str, msg: mqtt.MQTTMessage) -> None:
+        if not msg.payload:
+            return  # a cleared retained health message
+        try:
+            if len(msg.payload) > self.max_payload_bytes:
+                raise ContractError(f"health of {len(msg.payload)} bytes is over the "
+                                    f"{self.max_payload_bytes}-byte limit")
+            health = contract.decode_health(bytes(msg.payload))
+            if (health["site"], health["gateway"]) != (site, gateway):
+                raise ContractError(f"body names {health['site']}/{health['gateway']}, "
+                                    f"topic {site}/{gateway}")
+        except ContractError as exc:
+            self._malformed(msg.topic, str(exc))
+            self._dead_letter(msg.topic, str(exc), msg.payload, site, gateway)
+            return
+        try:
+            # A live message is a sign of life; a retained one is what was last said.
+            self.store.store_health(site, gateway, health, seen=not msg.retain)
+        except sqlite3.Error:
+            self._count("store_errors")
+            log.exception("cannot store the health of %s/%s", site, gateway)
+            return
+        self._count("health")
 
     def _on_status(self, site: str, gateway: str, msg: mqtt.MQTTMessage) -> None:
         try:

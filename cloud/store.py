@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import sqlite3
@@ -15,6 +16,8 @@ from typing import Any
 log = logging.getLogger(__name__)
 
 BUSY_TIMEOUT_MS = 10_000
+# Health messages kept per gateway: a day of them at the default 30 s interval.
+HEALTH_HISTORY = 2880
 
 # One per-gateway sequence numbers readings and events alike, so `records` holds each
 # (site, gateway, seq) once whatever its kind: it is the duplicate gate of store_batch.
@@ -90,6 +93,18 @@ CREATE TABLE IF NOT EXISTS gateways (
     status_ts TEXT,
     PRIMARY KEY (site, gateway)
 ) WITHOUT ROWID;
+-- Each gateway's recent health messages (the body as received); the newest is its
+-- current health. A retained message seen again on reconnect is stored once.
+CREATE TABLE IF NOT EXISTS gateway_health (
+    id INTEGER PRIMARY KEY,
+    site TEXT NOT NULL,
+    gateway TEXT NOT NULL,
+    ts TEXT NOT NULL,
+    received_at TEXT NOT NULL,
+    body TEXT NOT NULL,
+    UNIQUE (site, gateway, ts)
+);
+CREATE INDEX IF NOT EXISTS gateway_health_by_id ON gateway_health (site, gateway, id);
 """
 
 # Only a newer reading (by ts, ties by higher seq) replaces the latest value, so a
@@ -374,6 +389,42 @@ class CloudStore:
                 db.execute("ROLLBACK")
                 raise
 
+    def store_health(
+        self, site: str, gateway: str, health: dict[str, Any], seen: bool = False,
+    ) -> bool:
+        """Keep a gateway's health message; `seen` also marks it heard from now.
+
+        Returns False for a message already stored (a retained one delivered again).
+        Only the newest HEALTH_HISTORY messages of a gateway are kept.
+        """
+        now = utc_now()
+        ts = normalise_ts(health["ts"])
+        with self._write_lock:
+            db = self._writer
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                new = db.execute(
+                    "INSERT OR IGNORE INTO gateway_health (site, gateway, ts, received_at,"
+                    " body) VALUES (?, ?, ?, ?, ?)",
+                    (site, gateway, ts, now, json.dumps(health, separators=(",", ":"))),
+                ).rowcount == 1
+                db.execute(
+                    "INSERT OR IGNORE INTO gateways (site, gateway) VALUES (?, ?)",
+                    (site, gateway))
+                if seen:
+                    self._touch(db, site, gateway, now)
+                if new:
+                    db.execute(
+                        "DELETE FROM gateway_health WHERE site = ? AND gateway = ? AND "
+                        "id <= (SELECT id FROM gateway_health WHERE site = ? AND "
+                        "gateway = ? ORDER BY id DESC LIMIT 1 OFFSET ?)",
+                        (site, gateway, site, gateway, HEALTH_HISTORY))
+                db.execute("COMMIT")
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
+        return new
+
     # -- reading -------------------------------------------------------------------
 
     def sites(self) -> list[str]:
@@ -395,6 +446,28 @@ class CloudStore:
                 "SELECT gateway, last_seen, status, status_ts FROM gateways "
                 "WHERE site = ? ORDER BY gateway", (site,),
             ))
+
+    def latest_health(self, site: str) -> dict[str, dict[str, Any]]:
+        """The newest health message of each of the site's gateways, by gateway."""
+        with self._read() as db:
+            rows = db.execute(
+                "SELECT gateway, received_at, body FROM gateway_health WHERE id IN "
+                "(SELECT max(id) FROM gateway_health WHERE site = ? GROUP BY gateway)",
+                (site,))
+            return {row["gateway"]: dict(json.loads(row["body"]),
+                                         received_at=row["received_at"])
+                    for row in rows}
+
+    def health_history(
+        self, site: str, gateway: str, limit: int = 100,
+    ) -> list[dict[str, Any]]:
+        """A gateway's newest health messages, newest first."""
+        with self._read() as db:
+            rows = db.execute(
+                "SELECT received_at, body FROM gateway_health WHERE site = ? AND "
+                "gateway = ? ORDER BY id DESC LIMIT ?", (site, gateway, limit))
+            return [dict(json.loads(row["body"]), received_at=row["received_at"])
+                    for row in rows]
 
     def site_summary(self, site: str) -> dict[str, Any]:
         """Return the site's newest reading time, point count and active alarm count."""

@@ -9,11 +9,15 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import shutil
 import signal
 import sqlite3
 import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
 from drivers.device import DeviceMap
@@ -22,8 +26,9 @@ from edge.bus import BusError, DeviceReportedError, ModbusBus, NoAnswer, make_bu
 from edge.clock import WallClock
 from edge.config import BusSection, DeviceSection, SiteConfig, load_config
 from edge.service import notify, watchdog_interval_s
-from edge.store import open_gateway_store, utc_now_iso
+from edge.store import SCHEMA_VERSION, open_gateway_store, utc_now_iso
 from edge.uplink import Uplink
+from groundwatch import contract
 from groundwatch.contract import Quality
 
 log = logging.getLogger(__name__)
@@ -34,6 +39,8 @@ HEALTHY_REFRESH_S = 2.0
 # A loop that has not turned for this long is hung: the watchdog stops being pinged.
 # The longest legitimate turn is one read with its retries and the drain after them.
 LOOP_STALL_S = 30.0
+# A device's error rate in the health message: failed share of its polls in this window.
+ERROR_WINDOW_S = 600.0
 
 
 @dataclass(slots=True)
@@ -49,6 +56,18 @@ class DeviceState:
     silent_polls: int = 0  # consecutive failed polls
     last_good_poll: str | None = None
     last_values: dict[str, float | None] = field(default_factory=dict)
+    # (monotonic time, answered) of recent polls, for the error rate
+    recent: deque[tuple[float, bool]] = field(default_factory=lambda: deque(maxlen=4096))
+
+    def note_poll(self, now: float, answered: bool) -> None:
+        self.recent.append((now, answered))
+        while self.recent and self.recent[0][0] < now - ERROR_WINDOW_S:
+            self.recent.popleft()
+
+    def error_rate(self, now: float) -> float | None:
+        """Failed share of the polls of the last ERROR_WINDOW_S; None without polls."""
+        recent = [ok for t, ok in self.recent if t >= now - ERROR_WINDOW_S]
+        return round(recent.count(False) / len(recent), 4) if recent else None
 
 
 class Gateway:
@@ -227,6 +246,7 @@ class Gateway:
         if self._stored("readings", self.store.add_readings, ts, dev.cfg.name, rows):
             self.counters["readings"] += len(rows)
         dev.last_good_poll, dev.polls, dev.silent_polls = ts, dev.polls + 1, 0
+        dev.note_poll(self.clock(), True)
         if dev.online is False:
             log.info("site=%s device=%s unit=%s answering again", self.cfg.site.id,
                      dev.cfg.name, unit)
@@ -254,6 +274,7 @@ class Gateway:
     def _device_failed(self, dev: DeviceState, ts: str, reason: str) -> None:
         dev.failures += 1
         dev.silent_polls += 1
+        dev.note_poll(self.clock(), False)
         self.counters["poll_failures"] += 1
         if dev.online is False:
             log.debug("device=%s still silent: %s", dev.cfg.name, reason)
@@ -339,6 +360,73 @@ class Gateway:
             except TimeoutError:
                 pass
 
+    # -- health --------------------------------------------------------------------
+
+    def health(self) -> dict[str, Any]:
+        """The gateway's health as the contract's health message names it."""
+        now = self.clock()
+        oldest = self.store.oldest_unsent_ts()
+        age_s = None if oldest is None else max(0.0, round(
+            (datetime.now(UTC) - datetime.fromisoformat(oldest)).total_seconds(), 3))
+        try:
+            free_bytes: int | None = shutil.disk_usage(self.cfg.data_dir).free
+        except OSError:
+            free_bytes = None
+        try:
+            db_bytes = os.stat(self.store.path).st_size
+        except OSError:
+            db_bytes = 0
+        drops = {"evicted_unsent": int(self.store.meta("evicted_unsent_total") or 0),
+                 "dead_lettered": int(self.uplink.stats.get("dead_lettered", 0)),
+                 "store_failures": self.counters["store_failures"]}
+        if "parked" in self.uplink.stats:
+            drops["parked"] = int(self.uplink.stats["parked"])
+        return {
+            "ts": utc_now_iso(),
+            "uptime_s": round(now - self.started_monotonic, 3),
+            "outbox_depth": self.store.outbox_depth(),
+            "oldest_unsent_age_s": age_s,
+            "drops": drops,
+            "error_window_s": ERROR_WINDOW_S,
+            "devices": {name: {
+                "polls": dev.polls + dev.failures, "failures": dev.failures,
+                "error_rate": dev.error_rate(now), "online": dev.online,
+                "last_good_poll": dev.last_good_poll,
+            } for name, dev in self.devices.items()},
+            "relays": {name: self.relay_state.get(name) for name in self.cfg.relays},
+            "disk": {"db_bytes": db_bytes, "wal_bytes": self.store.wal_bytes(),
+                     "free_bytes": free_bytes},
+            "clock_synchronised": self.wall.synchronised(),
+            "schema_version": SCHEMA_VERSION,
+        }
+
+    def health_payload(self) -> bytes | None:
+        """The encoded health message; None (logged) if the store cannot be read."""
+        try:
+            return contract.encode_health(self.cfg.site.id, self.cfg.gateway.id,
+                                          self.health())
+        except (sqlite3.Error, contract.ContractError) as exc:
+            log.warning("site=%s cannot build the health message: %s",
+                        self.cfg.site.id, exc)
+            return None
+
+    async def _health_task(self) -> None:
+        """Publish health every status_interval_s, and at once on each connection."""
+        interval_s = self.cfg.gateway.status_interval_s
+        next_due, was_connected = 0.0, False
+        while not self.stop_event.is_set():
+            connected, now = self.uplink.connected, self.clock()
+            if connected and (not was_connected or now >= next_due):
+                payload = self.health_payload()
+                if payload is not None:
+                    self.uplink.publish_health(payload)
+                next_due = now + interval_s
+            was_connected = connected
+            try:
+                await asyncio.wait_for(self.stop_event.wait(), min(0.5, interval_s))
+            except TimeoutError:
+                pass
+
     # -- clock ---------------------------------------------------------------------
 
     def check_clock(self) -> dict[str, int]:
@@ -417,18 +505,27 @@ class Gateway:
         tasks.append(asyncio.create_task(self._relay_task()))
         tasks.append(asyncio.create_task(self._housekeeping_task()))
         tasks.append(asyncio.create_task(self._clock_task()))
+        tasks.append(asyncio.create_task(self._health_task()))
         watchdog_s = watchdog_interval_s()
         if watchdog_s is not None:
             tasks.append(asyncio.create_task(self._watchdog_task(watchdog_s)))
         notify(f"READY=1\nSTATUS=polling {len(self.devices)} devices")
-        tasks.append(asyncio.create_task(self.uplink.run(self.stop_event)))
+        # The uplink stops last, so that its final health message counts the
+        # "stopped" event in the outbox.
+        uplink_stop = asyncio.Event()
+        uplink_task = asyncio.create_task(
+            self.uplink.run(uplink_stop, final_health=self.health_payload))
         try:
             await self.stop_event.wait()
         finally:
             self.stop_event.set()
             notify("STOPPING=1")
             await asyncio.gather(*tasks, return_exceptions=True)
-            self.store.add_event(gw, "gateway", "stopped", durable=False)
+            try:
+                self.store.add_event(gw, "gateway", "stopped", durable=False)
+            finally:
+                uplink_stop.set()
+                await asyncio.gather(uplink_task, return_exceptions=True)
             for bus in self.buses.values():
                 bus.close()
             # An orderly stop: no integrity check needed at the next start.

@@ -16,6 +16,7 @@ import asyncio
 import itertools
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
@@ -45,6 +46,8 @@ class Uplink:
         self.data_topic = contract.data_topic(self.site, self.gateway)
         self.ack_topic = contract.ack_topic(self.site, self.gateway)
         self.status_topic = contract.status_topic(self.site, self.gateway)
+        self.health_topic = contract.health_topic(self.site, self.gateway)
+        self.closing = False  # stopping: acks are no longer applied
         self.connected = False
         self.inflight: dict[int, _Inflight] = {}
         self._batch_ids = itertools.count(int(time.time() * 1000))
@@ -100,6 +103,8 @@ class Uplink:
         self._wake.set()
 
     def _apply_ack(self, payload: bytes) -> None:
+        if self.closing:  # the final health counted the outbox; these come again
+            return
         try:
             ack = contract.decode_ack(payload)
         except contract.ContractError as exc:
@@ -151,8 +156,19 @@ class Uplink:
         self.stats["batches_sent"] += 1
         return True
 
-    async def run(self, stop: asyncio.Event) -> None:
-        """Connect (retrying forever) and keep the outbox draining until stop."""
+    def publish_health(self, payload: bytes) -> bool:
+        """Publish a health message (QoS 1, retained: state, not in the outbox)."""
+        if not self.connected:
+            return False
+        info = self.client.publish(self.health_topic, payload, qos=1, retain=True)
+        return info.rc == mqtt.MQTT_ERR_SUCCESS
+
+    async def run(self, stop: asyncio.Event,
+                  final_health: Callable[[], bytes | None] | None = None) -> None:
+        """Connect (retrying forever) and keep the outbox draining until stop.
+
+        `final_health` gives the health message published just before going offline.
+        """
         self._loop = asyncio.get_running_loop()
         up = self.cfg.uplink
         self.client.connect_async(up.host, up.port, keepalive=up.keepalive_s)
@@ -171,6 +187,10 @@ class Uplink:
                 except TimeoutError:
                     pass
         finally:
+            self.closing = True
+            payload = final_health() if final_health and self.connected else None
+            if payload is not None:
+                self.publish_health(payload)
             if self.connected:
                 self.client.publish(self.status_topic, b"offline", qos=1, retain=True)
             self.client.disconnect()

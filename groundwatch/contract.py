@@ -8,12 +8,15 @@ Topics, all under ``groundwatch/{site}/{gateway}/``:
 - ``data``   gateway -> cloud, QoS 1: a batch of records (readings and events).
 - ``ack``    cloud -> gateway, QoS 1: the sequence ranges the receiver has stored.
 - ``status`` gateway -> cloud, retained: ``online`` / ``offline`` (the MQTT will).
+- ``health`` gateway -> cloud, QoS 1, retained: the gateway's counters (state, not a
+  record: it never enters the outbox, and each one replaces the one before).
 """
 
 from __future__ import annotations
 
 import json
 from collections.abc import Iterable
+from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
@@ -50,8 +53,13 @@ def status_topic(site: str, gateway: str) -> str:
     return f"{TOPIC_ROOT}/{site}/{gateway}/status"
 
 
+def health_topic(site: str, gateway: str) -> str:
+    return f"{TOPIC_ROOT}/{site}/{gateway}/health"
+
+
 DATA_SUBSCRIPTION = f"{TOPIC_ROOT}/+/+/data"
 STATUS_SUBSCRIPTION = f"{TOPIC_ROOT}/+/+/status"
+HEALTH_SUBSCRIPTION = f"{TOPIC_ROOT}/+/+/health"
 
 
 def split_topic(topic: str) -> tuple[str, str, str]:
@@ -182,3 +190,112 @@ def decode_ack(payload: bytes) -> dict[str, Any]:
             raise ContractError(f"ack.{key}: not a list of [first, last] ranges")
     body.setdefault("dead_lettered", [])
     return body
+
+
+# -- health -----------------------------------------------------------------------
+#
+# The health message has its own version: it may grow without touching batches.
+HEALTH_VERSION = 1
+_COUNT, _SECONDS, _RATE = "a non-negative integer", "a non-negative number", "0 to 1"
+
+
+def _is_count(x: Any) -> bool:
+    return isinstance(x, int) and not isinstance(x, bool) and x >= 0
+
+
+def _is_seconds(x: Any) -> bool:
+    return isinstance(x, (int, float)) and not isinstance(x, bool) and 0 <= x < 1e12
+
+
+def _check_ts(where: str, x: Any, nullable: bool = False) -> None:
+    if x is None and nullable:
+        return
+    try:
+        ok = isinstance(x, str) and datetime.fromisoformat(x).tzinfo is not None
+    except ValueError:
+        ok = False
+    if not ok:
+        raise ContractError(f"{where}: {x!r} is not an ISO 8601 time with an offset")
+
+
+def _check_fields(where: str, body: Any, spec: dict[str, tuple[str, bool]]) -> None:
+    """Check body's fields against spec: name -> (kind, nullable)."""
+    if not isinstance(body, dict):
+        raise ContractError(f"{where}: not an object")
+    kinds = {"count": (_is_count, _COUNT), "seconds": (_is_seconds, _SECONDS),
+             "rate": (lambda x: _is_seconds(x) and x <= 1, _RATE),
+             "bool": (lambda x: isinstance(x, bool), "true or false")}
+    for name, (kind, nullable) in spec.items():
+        path = f"{where}.{name}" if where else name
+        if name not in body:
+            raise ContractError(f"{path}: missing")
+        value = body[name]
+        if value is None and nullable:
+            continue
+        if kind == "ts":
+            _check_ts(path, value)
+            continue
+        check, text = kinds[kind]
+        if not check(value):
+            raise ContractError(f"{path}: {value!r} is not {text}")
+
+
+_HEALTH_FIELDS = {
+    "ts": ("ts", False), "uptime_s": ("seconds", False),
+    "outbox_depth": ("count", False), "oldest_unsent_age_s": ("seconds", True),
+    "error_window_s": ("seconds", False), "clock_synchronised": ("bool", False),
+    "schema_version": ("count", False),
+}
+_DROP_FIELDS = {"evicted_unsent": ("count", False), "dead_lettered": ("count", False),
+                "store_failures": ("count", False)}
+_DEVICE_FIELDS = {
+    "polls": ("count", False), "failures": ("count", False),
+    "error_rate": ("rate", True), "online": ("bool", True),
+    "last_good_poll": ("ts", True),
+}
+_DISK_FIELDS = {"db_bytes": ("count", False), "wal_bytes": ("count", False),
+                "free_bytes": ("count", True)}
+
+
+def encode_health(site: str, gateway: str, health: dict[str, Any]) -> bytes:
+    """Serialise a gateway's health for the health topic, checking it first."""
+    body = {"v": HEALTH_VERSION, "site": site, "gateway": gateway, **health}
+    check_health(body)
+    return json.dumps(body, separators=(",", ":"), allow_nan=False).encode()
+
+
+def decode_health(payload: bytes) -> dict[str, Any]:
+    """Parse and check a health-topic payload; raise ContractError naming the field."""
+    try:
+        body = json.loads(payload)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ContractError(f"health is not JSON: {exc}") from None
+    check_health(body)
+    return body  # type: ignore[no-any-return]
+
+
+def check_health(body: Any) -> None:
+    """Raise ContractError if body is not a health message; unknown keys are allowed."""
+    if not isinstance(body, dict):
+        raise ContractError("health is not a JSON object")
+    if body.get("v") != HEALTH_VERSION:
+        raise ContractError(f"v: unsupported health version {body.get('v')!r}")
+    for key in ("site", "gateway"):
+        if not isinstance(body.get(key), str) or not body[key]:
+            raise ContractError(f"{key}: missing or not a string")
+    _check_fields("", body, _HEALTH_FIELDS)
+    _check_fields("drops", body.get("drops"), _DROP_FIELDS)
+    if "parked" in body["drops"]:
+        _check_fields("drops", body["drops"], {"parked": ("count", False)})
+    _check_fields("disk", body.get("disk"), _DISK_FIELDS)
+    devices = body.get("devices")
+    if not isinstance(devices, dict):
+        raise ContractError("devices: missing or not an object")
+    for name, dev in devices.items():
+        _check_fields(f"devices.{name}", dev, _DEVICE_FIELDS)
+        if dev["failures"] > dev["polls"]:
+            raise ContractError(f"devices.{name}.failures: more than its polls")
+    relays = body.get("relays")
+    if not isinstance(relays, dict) or not all(
+            r is None or isinstance(r, bool) for r in relays.values()):
+        raise ContractError("relays: not an object of true, false or null")
