@@ -142,7 +142,7 @@ def test_batch_stored_acked_and_replay_deduplicated(
                              "dead_lettered": []}
     assert (count(store, "readings"), count(store, "events")) == (3, 1)
     expected = {"messages": 2, "records": 4, "duplicates": 4, "malformed": 0,
-                "acks_sent": 2, "store_errors": 0, "dead_lettered": 0}
+                "acks_sent": 2, "store_errors": 0, "dead_lettered": 0, "health": 0}
     wait_until(lambda: ingestor.counters() == expected)  # acks_sent lags the ack
 
     client = TestClient(create_app(store, ingestor))
@@ -217,3 +217,63 @@ def test_status_messages_set_gateway_status(
     gateway.publish(b"offline", topic)
     wait_until(lambda: gateways()[0]["status"] == "offline")
     assert gateways()[0]["online"] is False
+
+
+def health(site: str, ts: str, depth: int, **changes: Any) -> dict[str, Any]:
+    body: dict[str, Any] = {
+        "ts": ts, "uptime_s": 61.5, "outbox_depth": depth, "oldest_unsent_age_s": 2.0,
+        "drops": {"evicted_unsent": 0, "dead_lettered": 0, "store_failures": 0},
+        "error_window_s": 600.0,
+        "devices": {"well1": {"polls": 8, "failures": 2, "error_rate": 0.25,
+                              "online": True, "last_good_poll": ts}},
+        "relays": {"horn": False},
+        "disk": {"db_bytes": 8192, "wal_bytes": 0, "free_bytes": 1 << 30},
+        "clock_synchronised": True, "schema_version": 2,
+    }
+    body.update(changes)
+    return body
+
+
+def test_health_stored_served_and_malformed_dead_lettered(
+    site: str, store: CloudStore, gateway: Gateway,
+    make_ingestor: Callable[..., Ingestor],
+) -> None:
+    ingestor = make_ingestor()
+    client = TestClient(create_app(store, ingestor))
+    topic = contract.health_topic(site, GW)
+    try:
+        gateway.client.publish(topic, contract.encode_health(
+            site, GW, health(site, "2026-12-03T21:00:00.000+00:00", 7)), qos=1,
+            retain=True).wait_for_publish(TIMEOUT_S)
+        wait_until(lambda: store.latest_health(site).get(GW) is not None)
+        [gw] = client.get(f"/api/sites/{site}/gateways").json()
+        assert gw["online"] is True  # heard live
+        assert gw["health"]["outbox_depth"] == 7
+        assert gw["health"]["devices"]["well1"]["error_rate"] == 0.25
+        assert ingestor.counters()["health"] == 1
+
+        bad = health(site, "2026-12-03T21:00:30.000+00:00", 8)
+        bad["devices"]["well1"]["failures"] = "two"
+        gateway.publish(json.dumps({"v": 1, "site": site, "gateway": GW, **bad}).encode(),
+                        topic)
+        gateway.publish(contract.encode_health("elsewhere", GW, health(
+            site, "2026-12-03T21:00:40.000+00:00", 9)), topic)
+        wait_until(lambda: count(store, "dead_letters") == 2)
+        reasons = [d["reason"] for d in store.dead_letters()]
+        assert any("devices.well1.failures: 'two'" in r for r in reasons)
+        assert any("body names elsewhere/gw-1" in r for r in reasons)
+        assert ingestor.counters()["malformed"] == 2
+        assert client.get(f"/api/sites/{site}/gateways").json()[0]["health"][
+            "outbox_depth"] == 7
+
+        # A receiver that starts later gets the retained health, once.
+        ingestor.stop()
+        forget_session(f"test-cloud-{site}")
+        with sqlite3.connect(store.path) as db:
+            db.execute("DELETE FROM gateway_health")
+        make_ingestor()
+        wait_until(lambda: store.latest_health(site).get(GW) is not None)
+        assert [h["outbox_depth"] for h in store.health_history(site, GW)] == [7]
+    finally:  # leave no retained message on the shared broker
+        gateway.client.publish(topic, b"", qos=1, retain=True).wait_for_publish(
+            TIMEOUT_S)
