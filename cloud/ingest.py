@@ -14,6 +14,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 from cloud.store import CloudStore, check_row
 from groundwatch import contract
 from groundwatch.contract import ContractError
+from groundwatch.credentials import TlsFiles, apply_tls
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +40,7 @@ class Ingestor:
         clean_session: bool = False, keepalive_s: int = 30,
         max_payload_bytes: int = MAX_PAYLOAD_BYTES,
         username: str | None = None, password: str | None = None,
+        tls: TlsFiles | None = None,
     ) -> None:
         self.store = store
         self.broker_host, self.broker_port = broker_host, broker_port
@@ -62,6 +64,8 @@ class Ingestor:
         )
         if username:
             self._client.username_pw_set(username, password)
+        if tls is not None:
+            apply_tls(self._client, tls)
         self._client.reconnect_delay_set(min_delay=1, max_delay=30)
         self._client.on_connect = self._on_connect
         self._client.on_disconnect = self._on_disconnect

@@ -6,8 +6,8 @@ import logging
 import signal
 import socket
 import threading
+from dataclasses import dataclass
 from types import FrameType
-from urllib.parse import urlparse
 
 import uvicorn
 
@@ -15,6 +15,8 @@ from cloud.api import create_app
 from cloud.ingest import Ingestor
 from cloud.store import CloudStore
 from drivers.errors import ConfigError
+from groundwatch import credentials
+from groundwatch.credentials import BrokerAddress, TlsFiles
 
 log = logging.getLogger(__name__)
 
@@ -22,16 +24,41 @@ EXIT_OK, EXIT_FAIL = 0, 1
 DEFAULT_CLIENT_ID = "groundwatch-cloud"
 
 
-def parse_broker_url(url: str) -> tuple[str, int]:
-    """Return (host, port) of an mqtt://host:port URL; raise ConfigError if not one."""
-    parsed = urlparse(url)
+def parse_broker_url(url: str) -> BrokerAddress:
+    """Host, port and TLS of a mqtt(s)://host:port URL; ConfigError if not one."""
     try:
-        port = parsed.port or 1883
-    except ValueError:
-        port = -1
-    if parsed.scheme not in ("mqtt", "tcp") or not parsed.hostname or port < 0:
-        raise ConfigError("--broker", "", f"{url!r} is not like mqtt://host:port")
-    return parsed.hostname, port
+        return credentials.parse_broker_url(url)
+    except ValueError as exc:
+        raise ConfigError("--broker", "", str(exc)) from None
+
+
+@dataclass(frozen=True, slots=True)
+class BrokerLogin:
+    """The receiver's own broker credential and TLS files (command-line options)."""
+
+    username: str | None = None
+    password_env: str | None = None
+    password_file: str | None = None
+    ca_file: str | None = None
+    cert_file: str | None = None
+    key_file: str | None = None
+
+    def resolve(self, address: BrokerAddress) -> tuple[str | None, TlsFiles | None]:
+        """The password and TLS files; ConfigError names the option at fault."""
+        password = credentials.resolve_password(
+            "groundwatch cloud", "", password_env=self.password_env,
+            password_file=self.password_file)
+        if password is not None and not self.username:
+            raise ConfigError("groundwatch cloud", "--username",
+                              "a password needs a username")
+        tls = TlsFiles(self.ca_file, self.cert_file, self.key_file)
+        if not address.tls:
+            if tls != TlsFiles():
+                raise ConfigError("groundwatch cloud", "--ca-file",
+                                  "TLS files need a mqtts:// --broker")
+            return password, None
+        credentials.check_tls_files(tls, "groundwatch cloud", "")
+        return password, tls
 
 
 def _bind(host: str, port: int) -> socket.socket:
@@ -52,16 +79,21 @@ def _bind(host: str, port: int) -> socket.socket:
 
 def run_cloud(
     db: str, broker_url: str, http_host: str, http_port: int, offline_after_s: float,
+    login: BrokerLogin | None = None,
 ) -> int:
     """Run ingest and the API until SIGINT or SIGTERM; return the exit code."""
-    broker_host, broker_port = parse_broker_url(broker_url)
+    address = parse_broker_url(broker_url)
+    broker_host, broker_port = address.host, address.port
+    login = login or BrokerLogin()
+    password, tls = login.resolve(address)
     try:
         sock = _bind(http_host, http_port)
     except OSError as exc:
         log.error("cannot listen on %s:%s: %s", http_host, http_port, exc)
         return EXIT_FAIL
     store = CloudStore(db)
-    ingestor = Ingestor(store, broker_host, broker_port, client_id=DEFAULT_CLIENT_ID)
+    ingestor = Ingestor(store, broker_host, broker_port, client_id=DEFAULT_CLIENT_ID,
+                        username=login.username, password=password, tls=tls)
     app = create_app(store, ingestor, offline_after_s=offline_after_s)
     server = uvicorn.Server(uvicorn.Config(app, log_level="warning"))
 
@@ -74,8 +106,9 @@ def run_cloud(
         signal.signal(signal.SIGTERM, on_signal)
     bound_host, bound_port = sock.getsockname()[:2]
     host_text = f"[{bound_host}]" if ":" in bound_host else bound_host
-    log.info("cloud receiver: HTTP on http://%s:%s/api, broker mqtt://%s:%s, db %s",
-             host_text, bound_port, broker_host, broker_port, db)
+    log.info("cloud receiver: HTTP on http://%s:%s/api, broker %s://%s:%s, db %s",
+             host_text, bound_port, "mqtts" if tls else "mqtt", broker_host,
+             broker_port, db)
     ingestor.start()
     try:
         server.run(sockets=[sock])

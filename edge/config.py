@@ -5,13 +5,13 @@ from __future__ import annotations
 import tomllib
 from pathlib import Path
 from typing import Any, Literal
-from urllib.parse import urlparse
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from drivers.device import DeviceMap
 from drivers.errors import ConfigError, from_validation_error
 from drivers.profile import Profile, load_profile
+from groundwatch.credentials import parse_broker_url
 
 
 class _Strict(BaseModel):
@@ -48,9 +48,18 @@ class GatewaySection(_Strict):
 
 
 class UplinkSection(_Strict):
-    broker_url: str = "mqtt://127.0.0.1:1883"
+    broker_url: str = "mqtt://127.0.0.1:1883"  # mqtts://host:8883 for TLS
     username: str | None = None
+    # The broker password: the name of an environment variable, or a file only the
+    # service may read (docs/security.md). `password` (plain text) is for tests.
+    password_env: str | None = None
+    password_file: str | None = None
     password: str | None = None
+    # TLS (mqtts://): the CA that signed the broker's certificate (default: the
+    # system's CAs), and an optional client certificate and key.
+    tls_ca_file: str | None = None
+    tls_cert_file: str | None = None
+    tls_key_file: str | None = None
     client_id: str | None = None
     batch_size: int = Field(default=200, ge=1, le=5000)
     max_inflight_batches: int = Field(default=4, ge=1, le=64)
@@ -60,18 +69,34 @@ class UplinkSection(_Strict):
 
     @model_validator(mode="after")
     def _check_url(self) -> "UplinkSection":
-        url = urlparse(self.broker_url)
-        if url.scheme not in ("mqtt", "tcp") or not url.hostname:
-            raise ValueError("broker_url must look like mqtt://host:port")
+        try:
+            address = parse_broker_url(self.broker_url)
+        except ValueError:
+            raise ValueError("broker_url must look like mqtt://host:port or "
+                             "mqtts://host:port") from None
+        tls_keys = [k for k in ("tls_ca_file", "tls_cert_file", "tls_key_file")
+                    if getattr(self, k) is not None]
+        if tls_keys and not address.tls:
+            raise ValueError(f"{tls_keys[0]} needs a mqtts:// broker_url")
+        if (self.tls_cert_file is None) != (self.tls_key_file is None):
+            raise ValueError("tls_cert_file and tls_key_file go together")
+        given = [k for k in ("password", "password_env", "password_file")
+                 if getattr(self, k) is not None]
+        if len(given) > 1:
+            raise ValueError(f"give only one of {', '.join(given)}")
         return self
 
     @property
     def host(self) -> str:
-        return urlparse(self.broker_url).hostname or "127.0.0.1"
+        return parse_broker_url(self.broker_url).host
 
     @property
     def port(self) -> int:
-        return urlparse(self.broker_url).port or 1883
+        return parse_broker_url(self.broker_url).port
+
+    @property
+    def tls(self) -> bool:
+        return parse_broker_url(self.broker_url).tls
 
 
 class DeviceSection(_Strict):
@@ -149,6 +174,7 @@ class SiteConfig(_Strict):
 
     # Filled in by load_config: where the file lives, and each device's register map.
     base_dir: Path = Path(".")
+    source: str = Field(default="site configuration", exclude=True)
     maps: dict[str, DeviceMap] = Field(default_factory=dict, exclude=True)
 
     model_config = ConfigDict(extra="forbid", arbitrary_types_allowed=True)
@@ -234,7 +260,8 @@ def _cross_check(cfg: SiteConfig, source: str) -> None:
 def parse_config(data: dict[str, Any], source: str, base_dir: Path) -> SiteConfig:
     """Validate an already-parsed TOML document."""
     try:
-        cfg = SiteConfig.model_validate({**data, "base_dir": base_dir})
+        cfg = SiteConfig.model_validate(
+            {**data, "base_dir": base_dir, "source": source})
     except ValidationError as exc:
         raise from_validation_error(source, exc) from None
     _cross_check(cfg, source)
@@ -251,6 +278,7 @@ def load_config(path: str | Path) -> SiteConfig:
         raise ConfigError(str(path), "", "file not found") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(str(path), "", f"not valid TOML: {exc}") from None
-    if "base_dir" in data or "maps" in data:
-        raise ConfigError(str(path), "base_dir" if "base_dir" in data else "maps", "unknown key")
+    for internal in ("base_dir", "maps", "source"):
+        if internal in data:
+            raise ConfigError(str(path), internal, "unknown key")
     return parse_config(data, str(path), path.resolve().parent)

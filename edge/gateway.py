@@ -27,7 +27,7 @@ from edge.clock import WallClock
 from edge.config import BusSection, DeviceSection, SiteConfig, load_config
 from edge.service import notify, watchdog_interval_s
 from edge.store import SCHEMA_VERSION, open_gateway_store, utc_now_iso
-from edge.uplink import Uplink
+from edge.uplink import Uplink, uplink_credentials
 from groundwatch import contract
 from groundwatch.contract import Quality
 
@@ -537,6 +537,7 @@ class Gateway:
 def run_gateway(config_path: str) -> int:
     """Entry point of `groundwatch edge`."""
     cfg = load_config(config_path)
+    uplink_credentials(cfg)  # a bad secret or TLS file is a config error: before anything
 
     async def main() -> None:
         gw = Gateway(cfg)

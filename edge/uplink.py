@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -26,8 +27,28 @@ from paho.mqtt.enums import CallbackAPIVersion
 from edge.config import SiteConfig
 from edge.store import EdgeStore
 from groundwatch import contract
+from groundwatch.credentials import (
+    TlsFiles, apply_tls, check_tls_files, resolve_password,
+)
 
 log = logging.getLogger(__name__)
+
+
+def uplink_credentials(cfg: SiteConfig) -> tuple[str | None, TlsFiles | None]:
+    """The broker password and TLS files of [uplink]; ConfigError names a bad key."""
+    up = cfg.uplink
+
+    def path(name: str | None) -> str | None:
+        return None if name is None else str(cfg.base_dir / name)
+
+    password = resolve_password(cfg.source, "uplink", password=up.password,
+                                password_env=up.password_env,
+                                password_file=path(up.password_file))
+    if not up.tls:
+        return password, None
+    tls = TlsFiles(path(up.tls_ca_file), path(up.tls_cert_file), path(up.tls_key_file))
+    check_tls_files(tls, cfg.source, "uplink")
+    return password, tls
 
 
 @dataclass(slots=True)
@@ -61,11 +82,16 @@ class Uplink:
             client_id=up.client_id or f"groundwatch-{self.site}-{self.gateway}",
             protocol=mqtt.MQTTv311, clean_session=True,
         )
+        password, tls = uplink_credentials(cfg)
         if up.username:
-            self.client.username_pw_set(up.username, up.password)
+            self.client.username_pw_set(up.username, password)
+        if tls is not None:
+            apply_tls(self.client, tls)
+        self._connect_failures = 0
         self.client.will_set(self.status_topic, b"offline", qos=1, retain=True)
         self.client.reconnect_delay_set(min_delay=1, max_delay=30)
         self.client.on_connect = self._on_connect
+        self.client.on_connect_fail = self._on_connect_fail
         self.client.on_disconnect = self._on_disconnect
         self.client.on_message = self._on_message
 
@@ -79,9 +105,19 @@ class Uplink:
         if reason_code.is_failure:
             log.warning("site=%s broker refused connection: %s", self.site, reason_code)
             return
+        self._connect_failures = 0
         client.subscribe(self.ack_topic, qos=1)
         client.publish(self.status_topic, b"online", qos=1, retain=True)
         self._post(self._set_connected, True)
+
+    def _on_connect_fail(self, client, userdata):  # type: ignore[no-untyped-def]
+        # paho calls this inside its `except OSError`: the exception is the reason
+        # (refused, unreachable, an untrusted or misnamed broker certificate).
+        exc = sys.exc_info()[1]
+        self._connect_failures += 1
+        if self._connect_failures in (1, 10) or self._connect_failures % 100 == 0:
+            log.warning("site=%s cannot connect to %s (attempt %d): %s", self.site,
+                        self.cfg.uplink.broker_url, self._connect_failures, exc)
 
     def _on_disconnect(self, client, userdata, flags, reason_code, properties=None):  # type: ignore[no-untyped-def]
         self._post(self._set_connected, False)

@@ -28,12 +28,70 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
 
 
 def _cmd_cloud(args: argparse.Namespace) -> int:
-    from cloud.service import run_cloud
+    from cloud.service import BrokerLogin, run_cloud
 
+    login = BrokerLogin(args.username, args.password_env, args.password_file,
+                        args.ca_file, args.cert_file, args.key_file)
     return run_cloud(
         db=args.db, broker_url=args.broker, http_host=args.http_host,
-        http_port=args.http_port, offline_after_s=args.offline_after,
+        http_port=args.http_port, offline_after_s=args.offline_after, login=login,
     )
+
+
+def _provision_target(args: argparse.Namespace) -> str:
+    from groundwatch import provision as pv
+
+    if args.receiver:
+        if args.site or args.gateway:
+            raise pv.ProvisionError("--receiver takes no --site/--gateway")
+        return str(args.username)
+    if not (args.site and args.gateway):
+        raise pv.ProvisionError("give --site and --gateway (or --receiver)")
+    return pv.gateway_username(args.site, args.gateway)
+
+
+def _cmd_provision(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from groundwatch import provision as pv
+
+    _provision_target(args)
+    broker_dir = Path(args.broker_dir)
+    secret = Path(args.secret_file) if args.secret_file else None
+    if args.receiver:
+        p = pv.provision_receiver(broker_dir, args.username, secret)
+    else:
+        p = pv.provision_gateway(broker_dir, args.site, args.gateway, secret)
+    print(f"{'rotated the password of' if p.rotated else 'provisioned'} {p.username} "
+          f"in {broker_dir}; secret in {p.secret_file} (mode 0600)")
+    if args.show_secret:
+        print(f"password: {p.password}")
+    if args.receiver:
+        ca = f" --ca-file {args.ca_file}" if args.ca_file else ""
+        print(f"run the receiver with:\n  groundwatch cloud --broker {args.broker_url}"
+              f"{ca} --username {p.username} --password-file {p.secret_file}")
+    else:
+        print("site file (copy the secret to the gateway, owner-only, and point "
+              "password_file at it):")
+        print(pv.uplink_snippet(p, args.broker_url, args.ca_file), end="")
+    print("reload the broker: systemctl reload mosquitto (or kill -HUP its pid)")
+    return EXIT_OK
+
+
+def _cmd_revoke(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from groundwatch import provision as pv
+
+    username = _provision_target(args)
+    if not pv.revoke(Path(args.broker_dir), username):
+        print(f"error: {username} is not provisioned in {args.broker_dir}",
+              file=sys.stderr)
+        return EXIT_FAIL
+    print(f"revoked {username}; reload the broker: systemctl reload mosquitto "
+          "(or kill -HUP its pid)")
+    return EXIT_OK
+
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
@@ -291,6 +349,47 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--http-port", type=int, default=8080, help="HTTP port (default 8080)")
     p.add_argument("--offline-after", type=float, default=120.0,
                    help="seconds of silence before a gateway shows offline")
+    p.add_argument("--username", help="the receiver's broker username")
+    g = p.add_mutually_exclusive_group()
+    g.add_argument("--password-env", metavar="VAR",
+                   help="environment variable holding the broker password")
+    g.add_argument("--password-file", metavar="PATH",
+                   help="file holding the broker password (mode 0600)")
+    p.add_argument("--ca-file", help="CA certificate the broker's must chain to "
+                   "(mqtts://; default: the system's CAs)")
+    p.add_argument("--cert-file", help="client certificate (optional, with --key-file)")
+    p.add_argument("--key-file", help="client private key")
+
+    def target_options(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--site", help="site id")
+        p.add_argument("--gateway", help="gateway id")
+        p.add_argument("--receiver", action="store_true",
+                       help="a cloud receiver's credential instead of a gateway's")
+        p.add_argument("--username", default="groundwatch-cloud",
+                       help="the receiver's username (groundwatch-cloud)")
+        p.add_argument("--broker-dir", required=True,
+                       help="the broker's directory: passwd, acl, gateways.json")
+
+    p = add("provision", _cmd_provision,
+            "create (or rotate) a gateway's broker credential and ACL entry; print "
+            "its [uplink] lines",
+            "groundwatch provision --site sz-demo-01 --gateway gw-01 "
+            "--broker-dir /etc/mosquitto/groundwatch "
+            "--broker-url mqtts://broker.example.com:8883")
+    target_options(p)
+    p.add_argument("--broker-url", default="mqtts://BROKER-HOST:8883",
+                   help="written into the printed snippet")
+    p.add_argument("--ca-file", default="/etc/groundwatch/ca.crt",
+                   help="the CA certificate's path on the gateway, for the snippet")
+    p.add_argument("--secret-file", help="where to write the password (default "
+                   "BROKER_DIR/secrets/USERNAME.secret)")
+    p.add_argument("--show-secret", action="store_true", help="also print the password")
+
+    p = add("revoke", _cmd_revoke,
+            "remove a gateway's broker credential and ACL entry",
+            "groundwatch revoke --site sz-demo-01 --gateway gw-01 "
+            "--broker-dir /etc/mosquitto/groundwatch")
+    target_options(p)
 
     p = add("demo", _cmd_demo,
             "run a whole simulated site: broker, cloud, simulators and a gateway",
