@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import logging
 import sqlite3
@@ -178,7 +179,7 @@ class Ingestor:
             self._dead_letter(msg.topic, reason, msg.payload, site, gateway)
             return
         try:
-            body = contract.decode_envelope(bytes(msg.payload))
+            body = contract.decode_envelope(bytes(msg.payload), self.max_payload_bytes)
             if (body["site"], body["gateway"]) != (site, gateway):
                 raise ContractError(
                     f"body names {body['site']}/{body['gateway']}, "
@@ -219,7 +220,10 @@ class Ingestor:
                      site: str | None, gateway: str | None, seq: int | None = None
                      ) -> None:
         if isinstance(payload, bytes | bytearray):
-            payload = bytes(payload).decode("utf-8", errors="replace")
+            raw = bytes(payload)
+            # A compressed envelope is kept as base64, so it can be inflated later.
+            payload = (raw.decode("utf-8", errors="replace") if raw[:1] == b"{"
+                       else "base64:" + base64.b64encode(raw[:49152]).decode())
         try:
             self.store.dead_letter(topic, reason, payload, site, gateway, seq)
         except sqlite3.Error:

@@ -66,6 +66,16 @@ class UplinkSection(_Strict):
     ack_timeout_s: float = Field(default=10.0, gt=0)
     keepalive_s: int = Field(default=30, ge=5, le=3600)
     historical_after_s: float = Field(default=300.0, gt=0)
+    # Batches go out zlib-compressed (docs/uplink.md); false for a receiver of a
+    # release before compression.
+    compress: bool = True
+    # The largest data payload sent, in bytes on the wire; a batch that encodes
+    # bigger is cut before it is sent. Keep it under the broker's message_size_limit.
+    max_payload_bytes: int = Field(default=256 * 1024, ge=512, le=1 << 20)
+    # After a lost connection, wait a random time in [0, min(reconnect_max_s,
+    # reconnect_min_s * 2**attempt)] ("full jitter") before each attempt.
+    reconnect_min_s: float = Field(default=0.5, gt=0)
+    reconnect_max_s: float = Field(default=4.0, gt=0, le=3600)
 
     @model_validator(mode="after")
     def _check_url(self) -> "UplinkSection":
@@ -84,6 +94,8 @@ class UplinkSection(_Strict):
                  if getattr(self, k) is not None]
         if len(given) > 1:
             raise ValueError(f"give only one of {', '.join(given)}")
+        if self.reconnect_min_s > self.reconnect_max_s:
+            raise ValueError("reconnect_min_s is above reconnect_max_s")
         return self
 
     @property

@@ -6,6 +6,14 @@ a record stays in the SQLite outbox until an ``ack`` naming its sequence number 
 back from the receiver. A batch not acknowledged within ``ack_timeout_s`` is sent
 again; the receiver ignores what it already has, so resending is harmless.
 
+Alarm and device events go first; after an outage, batch slots alternate between the
+newest readings (live) and the oldest backlog (flagged historical). A batch the
+broker takes but the receiver never acknowledges while later ones are acknowledged,
+or one whose publication loses the connection, is split in halves; a record that
+fails alone twice is parked (docs/uplink.md). No PUBACK within ``ack_timeout_s``
+means the link is dead though the socket looks open: it is dropped and reconnected,
+after a jittered exponential wait.
+
 paho runs its network loop in its own thread; every callback is handed to the
 gateway's event loop, which owns the database connection.
 """
@@ -15,9 +23,13 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
+import random
+import socket
 import sys
 import time
+from collections import deque
 from collections.abc import Callable
+from typing import Any
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
@@ -53,8 +65,34 @@ def uplink_credentials(cfg: SiteConfig) -> tuple[str | None, TlsFiles | None]:
 
 @dataclass(slots=True)
 class _Inflight:
-    seqs: set[int]
+    seqs: set[int]  # not yet acknowledged
     deadline: float
+    order: int = 0  # publication order
+    sent: tuple[int, ...] = ()  # every seq the batch carried
+    mid: int = 0
+    puback: bool = False
+    alone: bool = False  # sent with nothing else in flight, to find a culprit
+
+
+class Backoff:
+    """Exponential backoff with full jitter: a random wait in [0, min(cap, base*2^n)].
+
+    A city of gateways that lost the same broker then spreads its reconnections over
+    the window instead of arriving in lockstep.
+    """
+
+    def __init__(self, base_s: float, cap_s: float,
+                 rng: Callable[[], float] = random.random) -> None:
+        self.base_s, self.cap_s, self.rng = base_s, cap_s, rng
+        self.attempt = 0
+
+    def next_delay_s(self) -> float:
+        window_s = min(self.cap_s, self.base_s * 2 ** min(self.attempt, 32))
+        self.attempt += 1
+        return window_s * self.rng()
+
+    def reset(self) -> None:
+        self.attempt = 0
 
 
 class Uplink:
@@ -75,7 +113,16 @@ class Uplink:
         self._wake = asyncio.Event()
         self._loop: asyncio.AbstractEventLoop | None = None
         self.stats = {"batches_sent": 0, "records_acked": 0, "resends": 0,
-                      "bad_acks": 0, "dead_lettered": 0}
+                      "bad_acks": 0, "dead_lettered": 0, "splits": 0, "parked": 0,
+                      "link_drops": 0, "bytes_sent": 0, "readings_sent": 0}
+        self._orders = itertools.count(1)
+        self._last_acked_order = 0
+        # Seq groups to send each in a batch of its own, with nothing else in flight:
+        # halves of a refused batch, or batches in flight when a connection dropped.
+        self._alone: deque[list[int]] = deque()
+        self._strikes: dict[int, int] = {}  # seq sent alone -> failures
+        self._live_turn = True  # the next readings slot takes the live head
+        self.backoff = Backoff(up.reconnect_min_s, up.reconnect_max_s)
 
         self.client = mqtt.Client(
             CallbackAPIVersion.VERSION2,
@@ -89,8 +136,10 @@ class Uplink:
             apply_tls(self.client, tls)
         self._connect_failures = 0
         self.client.will_set(self.status_topic, b"offline", qos=1, retain=True)
-        self.client.reconnect_delay_set(min_delay=1, max_delay=30)
+        self._next_wait()
         self.client.on_connect = self._on_connect
+        self.client.on_subscribe = self._on_subscribe
+        self.client.on_publish = self._on_publish
         self.client.on_connect_fail = self._on_connect_fail
         self.client.on_disconnect = self._on_disconnect
         self.client.on_message = self._on_message
@@ -106,20 +155,40 @@ class Uplink:
             log.warning("site=%s broker refused connection: %s", self.site, reason_code)
             return
         self._connect_failures = 0
+        self.backoff.reset()
+        self._next_wait()
+        # paho would republish what was unacknowledged on the last connection first,
+        # a batch that made the broker drop us included, and loop on it; the outbox
+        # resends what is needed instead.
+        client.drop_out_messages()
         client.subscribe(self.ack_topic, qos=1)
         client.publish(self.status_topic, b"online", qos=1, retain=True)
+
+    def _on_subscribe(self, client, userdata, mid, reason_codes, properties=None):  # type: ignore[no-untyped-def]
+        # Data goes out only once acks can come back on this connection.
         self._post(self._set_connected, True)
+
+    def _on_publish(self, client, userdata, mid, reason_code, properties=None):  # type: ignore[no-untyped-def]
+        self._post(self._puback, mid)
+
+    def _next_wait(self) -> None:
+        # paho waits min_delay before its next attempt (its delay is reset by the
+        # call): one jittered draw per attempt.
+        delay_s = self.backoff.next_delay_s()
+        self.client.reconnect_delay_set(delay_s, delay_s)  # type: ignore[arg-type]
 
     def _on_connect_fail(self, client, userdata):  # type: ignore[no-untyped-def]
         # paho calls this inside its `except OSError`: the exception is the reason
         # (refused, unreachable, an untrusted or misnamed broker certificate).
         exc = sys.exc_info()[1]
         self._connect_failures += 1
+        self._next_wait()
         if self._connect_failures in (1, 10) or self._connect_failures % 100 == 0:
             log.warning("site=%s cannot connect to %s (attempt %d): %s", self.site,
                         self.cfg.uplink.broker_url, self._connect_failures, exc)
 
     def _on_disconnect(self, client, userdata, flags, reason_code, properties=None):  # type: ignore[no-untyped-def]
+        self._next_wait()
         self._post(self._set_connected, False)
 
     def _on_message(self, client, userdata, msg):  # type: ignore[no-untyped-def]
@@ -133,10 +202,59 @@ class Uplink:
                      "connected" if up else "disconnected")
         self.connected = up
         # Whatever was in flight on a lost connection may or may not have arrived;
-        # send it again on the next connection (the receiver drops duplicates).
+        # send it again on the next connection (the receiver drops duplicates). One
+        # the broker never confirmed may be what made it drop us: those go alone.
         if not up:
+            for batch in sorted(self.inflight.values(), key=lambda b: -b.order):
+                if batch.alone and not batch.puback:
+                    self._failed(batch, "the connection dropped while it was sent alone")
+                elif not batch.puback:
+                    self._alone.appendleft(sorted(batch.sent))
             self.inflight.clear()
         self._wake.set()
+
+    def _puback(self, mid: int) -> None:
+        for batch in self.inflight.values():
+            if batch.mid == mid:
+                batch.puback = True
+                break
+
+    def _failed(self, batch: _Inflight, why: str) -> None:
+        """Split a batch that cannot get through; park a record that fails alone."""
+        seqs = sorted(batch.sent)
+        if len(seqs) > 1:
+            half = len(seqs) // 2
+            self._alone.extendleft([seqs[half:], seqs[:half]])
+            self.stats["splits"] += 1
+            log.warning("site=%s batch of %d records (%s): splitting it in halves",
+                        self.site, len(seqs), why)
+            return
+        seq = seqs[0]
+        self._strikes[seq] = self._strikes.get(seq, 0) + 1
+        if self._strikes[seq] < 2:
+            self._alone.appendleft(seqs)
+            return
+        self._park(seqs, why)
+
+    def _park(self, seqs: list[int], why: str) -> None:
+        n = self.store.park(seqs, why)
+        for seq in seqs:
+            self._strikes.pop(seq, None)
+        self.stats["parked"] += n
+        log.error("site=%s gateway=%s parked record %s: %s", self.site, self.gateway,
+                  seqs, why)
+        self.store.add_event("store", "store", "parked", severity="warning",
+                             value=float(n), message=f"record {seqs[0]} parked: {why}")
+
+    def _drop_link(self) -> None:
+        """Close a connection that no longer carries anything; paho reconnects."""
+        sock = self.client.socket()
+        self.stats["link_drops"] += 1
+        if isinstance(sock, socket.socket):
+            try:
+                sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
 
     def _apply_ack(self, payload: bytes) -> None:
         if self.closing:  # the final health counted the outbox; these come again
@@ -161,35 +279,95 @@ class Uplink:
             batch.seqs -= acked
             if not batch.seqs:
                 del self.inflight[ack["batch"]]
+                self._last_acked_order = max(self._last_acked_order, batch.order)
+        for seq in acked & self._strikes.keys():
+            del self._strikes[seq]
         self._wake.set()
 
     def _expire(self, now: float) -> None:
-        for batch_id, batch in list(self.inflight.items()):
-            if now >= batch.deadline:
-                del self.inflight[batch_id]
-                self.stats["resends"] += 1
+        timeout_s = self.cfg.uplink.ack_timeout_s
+        for batch_id, batch in sorted(self.inflight.items(), key=lambda i: -i[1].order):
+            if now < batch.deadline:
+                continue
+            if not batch.puback:
+                # Not even the broker answered: the link is dead (half-open) though
+                # the socket looks fine. Reconnecting puts everything in flight
+                # back in the outbox's hands.
+                log.warning("site=%s no PUBACK for batch %s in %.0f s: dropping the "
+                            "connection", self.site, batch_id, timeout_s)
+                batch.deadline = now + timeout_s
+                self._drop_link()
+                return
+            del self.inflight[batch_id]
+            self.stats["resends"] += 1
+            if self._last_acked_order > batch.order:
+                # The broker took it, the receiver never acknowledged it, and it
+                # acknowledged later ones: dropped for its size (a broker's
+                # message_size_limit PUBACKs and discards), or refused by the receiver.
+                self._failed(batch, f"taken by the broker, not acknowledged in "
+                                    f"{timeout_s:.0f} s while later batches were")
+            else:
                 log.warning("site=%s batch %s not acknowledged in %.0f s; will resend",
-                            self.site, batch_id, self.cfg.uplink.ack_timeout_s)
+                            self.site, batch_id, timeout_s)
+
+    def _next_records(self, exclude: set[int]) -> tuple[list[dict[str, Any]], bool]:
+        """The next batch's records, and whether it goes alone (see _alone)."""
+        up = self.cfg.uplink
+        while self._alone:
+            if self.inflight:
+                return [], True  # wait until nothing else is in flight
+            records = self.store.outbox_records(self._alone.popleft())
+            if records:
+                return records, True
+        records = self.store.outbox_events(up.batch_size, exclude)
+        cutoff_ms = int((time.time() - up.historical_after_s) * 1000)
+        want = up.batch_size - len(records)
+        if want > 0:
+            live = self._live_turn
+            for newest in (live, not live):
+                readings = (self.store.outbox_readings(want, exclude, newest=True,
+                                                       since_ms=cutoff_ms)
+                            if newest else
+                            self.store.outbox_readings(want, exclude, before_ms=cutoff_ms))
+                if readings:
+                    records += readings
+                    self._live_turn = not newest
+                    break
+        return records, False
 
     def _send_next(self) -> bool:
         up = self.cfg.uplink
         exclude = set().union(*(b.seqs for b in self.inflight.values()))
-        records = self.store.outbox_batch(up.batch_size, exclude)
+        records, alone = self._next_records(exclude)
         if not records:
             return False
         cutoff = (datetime.now(UTC) - timedelta(seconds=up.historical_after_s)).isoformat()
-        historical = all(r["ts"] < cutoff for r in records)
-        batch_id = next(self._batch_ids)
-        payload = contract.encode_batch(self.site, self.gateway, batch_id, records,
-                                        historical)
+        while True:
+            historical = all(r["ts"] < cutoff for r in records)
+            batch_id = next(self._batch_ids)
+            payload = contract.encode_batch(self.site, self.gateway, batch_id, records,
+                                            historical, compress=up.compress)
+            if len(payload) <= up.max_payload_bytes:
+                break
+            if len(records) == 1:
+                self._park([records[0]["seq"]], f"{len(payload)} bytes encoded, over "
+                           f"uplink.max_payload_bytes = {up.max_payload_bytes}")
+                return True
+            records = records[: len(records) // 2]
         info = self.client.publish(self.data_topic, payload, qos=1)
         if info.rc != mqtt.MQTT_ERR_SUCCESS:
             log.warning("site=%s publish failed rc=%s", self.site, info.rc)
+            if alone:
+                self._alone.appendleft(sorted(r["seq"] for r in records))
             return False
+        seqs = tuple(r["seq"] for r in records)
         self.inflight[batch_id] = _Inflight(
-            {r["seq"] for r in records}, time.monotonic() + up.ack_timeout_s
+            set(seqs), time.monotonic() + up.ack_timeout_s, next(self._orders), seqs,
+            info.mid, alone=alone,
         )
         self.stats["batches_sent"] += 1
+        self.stats["bytes_sent"] += len(payload)
+        self.stats["readings_sent"] += sum(r["kind"] == "reading" for r in records)
         return True
 
     def publish_health(self, payload: bytes) -> bool:
@@ -214,6 +392,7 @@ class Uplink:
                 self._expire(time.monotonic())
                 while (
                     self.connected and len(self.inflight) < up.max_inflight_batches
+                    and not any(b.alone for b in self.inflight.values())
                     and self._send_next()
                 ):
                     pass

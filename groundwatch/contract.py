@@ -15,6 +15,7 @@ Topics, all under ``groundwatch/{site}/{gateway}/``:
 from __future__ import annotations
 
 import json
+import zlib
 from collections.abc import Iterable
 from datetime import datetime
 from enum import StrEnum
@@ -70,11 +71,20 @@ def split_topic(topic: str) -> tuple[str, str, str]:
     return parts[1], parts[2], parts[3]
 
 
+# A data payload is either plain JSON (its first byte is "{") or this envelope: the
+# magic, one byte of envelope version, then a zlib stream (RFC 1950) of the same JSON.
+COMPRESSED_MAGIC = b"GWZ"
+COMPRESSED_VERSION = 1
+# The most a payload may inflate to: a receiver stops decompressing beyond it, so a
+# small payload cannot expand into a memory exhaustion (a "zip bomb").
+MAX_BATCH_BYTES = 1 << 20
+
+
 def encode_batch(
     site: str, gateway: str, batch_id: int, records: list[dict[str, Any]],
-    historical: bool = False,
+    historical: bool = False, compress: bool = False,
 ) -> bytes:
-    """Serialise one batch of records for the data topic."""
+    """Serialise one batch of records for the data topic, zlib-enveloped if asked."""
     body = {
         "v": CONTRACT_VERSION,
         "site": site,
@@ -83,25 +93,55 @@ def encode_batch(
         "historical": historical,
         "records": records,
     }
-    return json.dumps(body, separators=(",", ":"), allow_nan=False).encode()
+    text = json.dumps(body, separators=(",", ":"), allow_nan=False).encode()
+    if not compress:
+        return text
+    return COMPRESSED_MAGIC + bytes([COMPRESSED_VERSION]) + zlib.compress(text, 6)
+
+
+def unwrap_payload(payload: bytes, max_bytes: int = MAX_BATCH_BYTES) -> bytes:
+    """The JSON text of a data payload, inflated if enveloped; at most max_bytes."""
+    if payload[:1] == b"{":
+        if len(payload) > max_bytes:
+            raise ContractError(f"payload of {len(payload)} bytes is over the "
+                                f"{max_bytes}-byte limit")
+        return payload
+    header = COMPRESSED_MAGIC + bytes([COMPRESSED_VERSION])
+    if payload[:len(COMPRESSED_MAGIC)] != COMPRESSED_MAGIC:
+        raise ContractError("payload is neither JSON nor a compressed envelope")
+    if payload[:len(header)] != header:
+        raise ContractError(f"unsupported compressed envelope version "
+                            f"{payload[len(COMPRESSED_MAGIC):len(header)]!r}")
+    inflater = zlib.decompressobj()
+    try:
+        text = inflater.decompress(payload[len(header):], max_bytes + 1)
+    except zlib.error as exc:
+        raise ContractError(f"compressed payload is corrupt: {exc}") from None
+    if len(text) > max_bytes or inflater.unconsumed_tail:
+        raise ContractError(f"compressed payload inflates beyond the {max_bytes}-byte "
+                            "limit")
+    if not inflater.eof:
+        raise ContractError("compressed payload is truncated")
+    return text
 
 
 _READING_KEYS = {"seq", "kind", "ts", "device", "point", "value", "quality"}
 _EVENT_KEYS = {"seq", "kind", "ts", "source", "event", "state"}
 
 
-def decode_batch(payload: bytes) -> dict[str, Any]:
+def decode_batch(payload: bytes, max_bytes: int = MAX_BATCH_BYTES) -> dict[str, Any]:
     """Parse and check a data-topic payload; raise ContractError naming the fault."""
-    body = decode_envelope(payload)
+    body = decode_envelope(payload, max_bytes)
     for i, rec in enumerate(body["records"]):
         check_record(i, rec)
     return body
 
 
-def decode_envelope(payload: bytes) -> dict[str, Any]:
-    """Parse a data-topic payload and check all but its records."""
+def decode_envelope(payload: bytes, max_bytes: int = MAX_BATCH_BYTES) -> dict[str, Any]:
+    """Parse a data-topic payload (plain or compressed) and check all but its records."""
+    text = unwrap_payload(payload, max_bytes)
     try:
-        body = json.loads(payload)
+        body = json.loads(text)
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise ContractError(f"payload is not JSON: {exc}") from None
     if not isinstance(body, dict):
