@@ -32,10 +32,10 @@ class Site:
     def gateway_db(self) -> Path:
         return self.cfg.data_dir / "gateway.sqlite"
 
-    def start_cloud(self) -> None:
+    def start_cloud(self, *extra: str) -> None:
         self.procs["cloud"] = Proc("cloud", [
             "cloud", "--db", str(self.cloud_db), "--broker", self.broker.url,
-            "--http-port", str(self.http_port)], self.workdir)
+            "--http-port", str(self.http_port), *extra], self.workdir)
 
     def start_edge(self) -> None:
         self.procs["edge"] = Proc("edge", ["edge", "--config", str(self.config_path)],
