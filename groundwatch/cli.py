@@ -300,6 +300,22 @@ def _cmd_install_service(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _cmd_leak_test(args: argparse.Namespace) -> int:
+    from groundwatch.leak_cli import format_result, run_leak_test
+
+    out = run_leak_test(args.stream, args.tank)
+    print(json.dumps(out) if args.json else format_result(out))
+    return EXIT_OK
+
+
+def _cmd_leak_eval(args: argparse.Namespace) -> int:
+    from groundwatch.leak_cli import format_eval, run_leak_eval
+
+    doc = run_leak_eval(args.n, args.seed)
+    print(json.dumps(doc) if args.json else "\n".join(format_eval(doc)))
+    return EXIT_OK
+
+
 def _cmd_profiles(args: argparse.Namespace) -> int:
     from drivers.profile import builtin_profiles, load_profile
 
@@ -509,6 +525,26 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--config", required=True, help="site configuration (TOML)")
     p.add_argument("--who", default="local operator", help="recorded with the event")
     p.add_argument("alarm", help="alarm name from the site configuration")
+
+    p = add("leak-test", _cmd_leak_test,
+            "static tank leak test on a recorded stream (time, level_mm, product "
+            "temperatures): leak rate, interval, verdict",
+            "groundwatch leak-test groundwatch/examples/leak_stream.csv "
+            "--tank groundwatch/examples/tank.toml --json")
+    p.add_argument("stream", help="CSV: time (ISO 8601),level_mm,temperature columns")
+    p.add_argument("--tank", required=True, help="TANK.toml: geometry or calibration "
+                   "table, product and expansion coefficient, target rate")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+
+    p = add("leak-eval", _cmd_leak_eval,
+            "evaluate the static test on simulated tight and leaking tanks (EPA-style): "
+            "Pd and Pfa per target rate",
+            "groundwatch leak-eval --json")
+    p.add_argument("--n", type=int, default=200,
+                   help="tests per condition (fill x temperature offset) and leak rate "
+                        "(200)")
+    p.add_argument("--seed", type=int, default=20260501, help="random seed")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
 
     add("profiles", _cmd_profiles, "list the built-in device profiles",
         "groundwatch profiles")

@@ -1,0 +1,136 @@
+"""A second tank-stream generator, independent of leak_detection.evaluation.
+
+Different code and physics from the harness: the product is a column of layers
+that conduct heat to each other and to the ground (integrated step by step), the
+delivered batch lands as a plume in the bottom or top layers depending on whether
+it is colder or warmer, the level noise is correlated (surface waves, electronics),
+there are six thermistors, and the tank is described by a calibration table.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+GAL_L = 3.785411784
+IN_MM = 25.4
+
+DIAMETER_MM = 2438.4
+LENGTH_MM = 8106.1
+THERMISTORS_MM = (150.0, 520.0, 890.0, 1260.0, 1630.0, 2000.0)
+BETA = 0.00095
+
+
+def segment_l(h_mm: np.ndarray) -> np.ndarray:
+    """Horizontal-cylinder volume written from the half-angle form (not the harness's)."""
+    r = DIAMETER_MM / 2
+    h = np.clip(h_mm, 0, DIAMETER_MM)
+    half_angle = np.arccos(1 - h / r)
+    area = r * r * (half_angle - np.sin(half_angle) * np.cos(half_angle))
+    return area * LENGTH_MM / 1e6
+
+
+def calibration_table(rows: int = 97) -> tuple[list[float], list[float]]:
+    """A tank chart as a vendor prints it: level every inch, volume in litres."""
+    levels = np.linspace(0, DIAMETER_MM, rows)
+    return [round(float(x), 2) for x in levels], [round(float(v), 2)
+                                                    for v in segment_l(levels)]
+
+
+def tank_toml(target_gph: float) -> str:
+    """TANK.toml for this tank, with the chart as a calibration table."""
+    levels, volumes = calibration_table()
+    return (
+        "[tank]\nname = \"indep\"\nshape = \"table\"\n"
+        f"levels_mm = {levels}\nvolumes_l = {volumes}\n"
+        f"thermistor_heights_mm = {list(THERMISTORS_MM)}\n"
+        "[product]\nname = \"gasoline\"\nexpansion_per_c = 0.00095\n"
+        f"[test]\ntarget_gph = {target_gph}\n"
+    )
+
+
+def generate(rng: np.random.Generator, fill: float, offset_f: float,
+             leak_gph: float, sample_s: float = 10.0, wait_h: float = 9.0,
+             test_h: float = 2.2, plume_fraction: float = 0.4) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(t_s, level_mm, temperatures (n, 6)) from before a delivery to the test's end."""
+    n_layers = 16
+    capacity_l = float(segment_l(np.array([DIAMETER_MM]))[0])
+    grid = np.linspace(0, DIAMETER_MM, 4001)
+    vol_grid = segment_l(grid)
+    level_settled = float(np.interp(fill * capacity_l, vol_grid, grid))
+    edges = np.linspace(0, level_settled, n_layers + 1)
+    layer_l = np.diff(segment_l(edges))
+    z_mid = (edges[1:] + edges[:-1]) / 2
+
+    # Initial temperatures: old product at ground temperature, the delivered batch
+    # (a fraction of the column) sits in the bottom layers if colder, on top if warmer.
+    ground_c = 12.0 + 6.0 * rng.random()
+    before = fill * rng.uniform(0.3, 0.6)
+    share = (fill - before) / fill
+    offset_c = offset_f * 5 / 9
+    temps = np.full(n_layers, ground_c) + 0.2 * rng.standard_normal()
+    # The drop-tube jet mixes most of the batch into the column during the fill
+    # (mixed); the rest stays as a plume in the bottom layers if colder, on top if
+    # warmer. plume_fraction = 1 would be a batch that did not mix at all.
+    mixed = 1 - plume_fraction * rng.uniform(0.5, 1.0)
+    n_plume = max(1, round(share * n_layers))
+    plume = slice(0, n_plume) if offset_c < 0 else slice(n_layers - n_plume, n_layers)
+    temps[plume] += offset_c * (1 - mixed)
+    temps += offset_c * share * mixed
+
+    # Heat exchange: neighbours (convection-enhanced conduction), and ground through
+    # the shell, stronger for layers near the bottom and the top of the tank.
+    k_mix_per_h = rng.uniform(0.05, 0.2)
+    k_ground_per_h = rng.uniform(0.02, 0.06) * (1 + 0.8 * np.abs(z_mid / DIAMETER_MM - 0.5))
+    beta = BETA * (1 + 0.02 * rng.standard_normal())
+
+    dt_s = sample_s
+    t = np.arange(-1800.0, (wait_h + test_h) * 3600, dt_s)
+    n = len(t)
+    layer_t = np.empty((n, n_layers))
+    current = np.full(n_layers, ground_c)
+    for i, ti in enumerate(t):
+        if ti < 0:
+            layer_t[i] = current
+            continue
+        if ti == 0 or (i and t[i - 1] < 0):
+            current = temps.copy()
+        dh = dt_s / 3600
+        lap = np.zeros(n_layers)
+        lap[1:] += current[:-1] - current[1:]
+        lap[:-1] += current[1:] - current[:-1]
+        current = current + dh * (k_mix_per_h * lap - k_ground_per_h * (current - ground_c))
+        layer_t[i] = current
+
+    # Mass: the reference volume of each layer fixed at the settled temperature.
+    ref = layer_l / (1 + beta * (temps - 15.0))
+    volume = np.sum(ref * (1 + beta * (layer_t - 15.0)), axis=1)
+    volume = np.where(t < 0, volume * before / fill, volume)
+    # The delivery happens over the last 20 minutes before t = 0.
+    filling = (t >= -1200) & (t < 0)
+    frac = np.clip((t + 1200) / 1200, 0, 1)
+    volume = np.where(filling, volume * (before + (fill - before) * frac) / before
+                      * (before / fill), volume)
+    volume = volume - leak_gph * GAL_L * (t - t[0]) / 3600
+    level = np.interp(volume, vol_grid, grid)
+
+    # Correlated level noise, then the gauge's 0.001 in resolution.
+    noise = np.empty(n)
+    e = 0.02 * rng.standard_normal(n)
+    acc = 0.0
+    for i in range(n):
+        acc = 0.6 * acc + math.sqrt(1 - 0.36) * e[i]
+        noise[i] = acc
+    level = np.round((level + noise) / (0.001 * IN_MM)) * (0.001 * IN_MM)
+
+    # Thermistors read the layer they sit in (or the ullage air above the product).
+    idx = np.clip(np.searchsorted(edges, THERMISTORS_MM) - 1, 0, n_layers - 1)
+    reads = layer_t[:, idx].copy()
+    dry = np.asarray(THERMISTORS_MM) > level_settled
+    reads[:, dry] = ground_c + 3.0 * np.sin(2 * np.pi * t / 86400)[:, None]
+    reads += 0.04 * rng.standard_normal(len(THERMISTORS_MM))
+    reads += 0.004 * rng.standard_normal(reads.shape)
+    resolution_c = 0.01 * 5 / 9  # 0.01 °F
+    reads = np.round(reads / resolution_c) * resolution_c
+    return t, level, reads
