@@ -176,6 +176,7 @@ def test_gateway_health_from_its_counters(gateway: Any) -> None:
     assert health["devices"][other] == {"polls": 0, "failures": 0, "error_rate": None,
                                         "online": None, "last_good_poll": None}
     assert health["relays"] == dict.fromkeys(gw.cfg.relays)  # none written yet
+    assert health["drops"].pop("parked", 0) == 0  # present if the uplink parks
     assert health["drops"] == {"evicted_unsent": 0, "dead_lettered": 0,
                                "store_failures": 0}
     assert health["schema_version"] == SCHEMA_VERSION
@@ -200,8 +201,9 @@ def test_gateway_health_counts_drops(gateway: Any) -> None:
     gw.store.set_meta("evicted_unsent_total", "17")
     gw.uplink.stats["dead_lettered"] = 3
     gw.counters["store_failures"] = 2
+    gw.uplink.stats["parked"] = 4
     assert gw.health()["drops"] == {"evicted_unsent": 17, "dead_lettered": 3,
-                                    "store_failures": 2}
+                                    "store_failures": 2, "parked": 4}
 
 
 # -- the cloud's view -----------------------------------------------------------------
