@@ -72,6 +72,7 @@ class _Inflight:
     mid: int = 0
     puback: bool = False
     alone: bool = False  # sent with nothing else in flight, to find a culprit
+    size: int = 0  # payload bytes
 
 
 class Backoff:
@@ -122,6 +123,15 @@ class Uplink:
         self._alone: deque[list[int]] = deque()
         self._strikes: dict[int, int] = {}  # seq sent alone -> failures
         self._live_turn = True  # the next readings slot takes the live head
+        # Batches the broker took but the receiver did not acknowledge in time, kept
+        # out of the outbox's rotation until a later batch's ack shows the receiver
+        # is alive (then they were refused: split) or until held_s runs out (then
+        # the receiver is down: resend).
+        self._held: dict[int, tuple[_Inflight, float]] = {}
+        # The payload cap in use: halved below a batch that vanished after its
+        # PUBACK (a broker's message_size_limit), doubled back after 20 good acks.
+        self._cap_bytes = up.max_payload_bytes
+        self._acked_in_row = 0
         self.backoff = Backoff(up.reconnect_min_s, up.reconnect_max_s)
 
         self.client = mqtt.Client(
@@ -143,6 +153,11 @@ class Uplink:
         self.client.on_connect_fail = self._on_connect_fail
         self.client.on_disconnect = self._on_disconnect
         self.client.on_message = self._on_message
+        # Nagle's algorithm holds a small write (a PUBACK, a batch right after one)
+        # until the peer ACKs the last, which Linux delays by up to 40 ms: each batch's
+        # round trip would wait for it.
+        self.client.on_socket_open = lambda client, userdata, sock: sock.setsockopt(
+            socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
     # -- paho thread -> event loop ---------------------------------------------------
 
@@ -204,7 +219,9 @@ class Uplink:
         # Whatever was in flight on a lost connection may or may not have arrived;
         # send it again on the next connection (the receiver drops duplicates). One
         # the broker never confirmed may be what made it drop us: those go alone.
-        if not up:
+        if up:
+            self._live_turn = True  # after a return, live data before the backlog
+        else:
             for batch in sorted(self.inflight.values(), key=lambda b: -b.order):
                 if batch.alone and not batch.puback:
                     self._failed(batch, "the connection dropped while it was sent alone")
@@ -275,14 +292,29 @@ class Uplink:
         ranges = ack["stored"] + ack["dead_lettered"]
         acked = {s for first, last in ranges for s in range(first, last + 1)}
         batch = self.inflight.get(ack.get("batch"))  # type: ignore[arg-type]
+        if batch is None and ack.get("batch") in self._held:
+            batch = self._held[ack["batch"]][0]
         if batch is not None:
             batch.seqs -= acked
             if not batch.seqs:
-                del self.inflight[ack["batch"]]
-                self._last_acked_order = max(self._last_acked_order, batch.order)
+                self.inflight.pop(ack["batch"], None)
+                self._held.pop(ack["batch"], None)
+                self._batch_delivered(batch)
         for seq in acked & self._strikes.keys():
             del self._strikes[seq]
         self._wake.set()
+
+    def _batch_delivered(self, batch: _Inflight) -> None:
+        self._last_acked_order = max(self._last_acked_order, batch.order)
+        for batch_id, (held, _) in list(self._held.items()):
+            if held.order < batch.order:  # the receiver acknowledged a later batch
+                del self._held[batch_id]
+                self._failed(held, "taken by the broker, never acknowledged, while a "
+                                   "later batch was")
+        self._acked_in_row += 1
+        if self._acked_in_row >= 20 and self._cap_bytes < self.cfg.uplink.max_payload_bytes:
+            self._cap_bytes = min(self._cap_bytes * 2, self.cfg.uplink.max_payload_bytes)
+            self._acked_in_row = 0
 
     def _expire(self, now: float) -> None:
         timeout_s = self.cfg.uplink.ack_timeout_s
@@ -300,15 +332,26 @@ class Uplink:
                 return
             del self.inflight[batch_id]
             self.stats["resends"] += 1
+            self._acked_in_row = 0
+            # The broker took it and the receiver never acknowledged it: dropped for
+            # its size (Mosquitto's message_size_limit PUBACKs and discards), refused
+            # by the receiver, or the receiver is down. Smaller batches tell which.
+            if batch.size > 1024:
+                self._cap_bytes = max(min(self._cap_bytes, batch.size // 2), 1024)
             if self._last_acked_order > batch.order:
-                # The broker took it, the receiver never acknowledged it, and it
-                # acknowledged later ones: dropped for its size (a broker's
-                # message_size_limit PUBACKs and discards), or refused by the receiver.
                 self._failed(batch, f"taken by the broker, not acknowledged in "
                                     f"{timeout_s:.0f} s while later batches were")
+            elif len(self._held) < 2 * self.cfg.uplink.max_inflight_batches:
+                self._held[batch_id] = (batch, now + 3 * timeout_s)
+                log.warning("site=%s batch %s not acknowledged in %.0f s; holding it "
+                            "back while smaller batches go", self.site, batch_id,
+                            timeout_s)
             else:
                 log.warning("site=%s batch %s not acknowledged in %.0f s; will resend",
                             self.site, batch_id, timeout_s)
+        for batch_id, (batch, until) in list(self._held.items()):
+            if now >= until:  # nothing acknowledged at all: the receiver is away
+                del self._held[batch_id]
 
     def _next_records(self, exclude: set[int]) -> tuple[list[dict[str, Any]], bool]:
         """The next batch's records, and whether it goes alone (see _alone)."""
@@ -337,7 +380,8 @@ class Uplink:
 
     def _send_next(self) -> bool:
         up = self.cfg.uplink
-        exclude = set().union(*(b.seqs for b in self.inflight.values()))
+        exclude = set().union(*(b.seqs for b in self.inflight.values()),
+                              *(b.seqs for b, _ in self._held.values()))
         records, alone = self._next_records(exclude)
         if not records:
             return False
@@ -347,12 +391,14 @@ class Uplink:
             batch_id = next(self._batch_ids)
             payload = contract.encode_batch(self.site, self.gateway, batch_id, records,
                                             historical, compress=up.compress)
-            if len(payload) <= up.max_payload_bytes:
+            if len(payload) <= self._cap_bytes:
                 break
             if len(records) == 1:
-                self._park([records[0]["seq"]], f"{len(payload)} bytes encoded, over "
-                           f"uplink.max_payload_bytes = {up.max_payload_bytes}")
-                return True
+                if len(payload) > up.max_payload_bytes:
+                    self._park([records[0]["seq"]], f"{len(payload)} bytes encoded, "
+                               f"over uplink.max_payload_bytes = {up.max_payload_bytes}")
+                    return True
+                break  # under the configured cap: the broker decides
             records = records[: len(records) // 2]
         info = self.client.publish(self.data_topic, payload, qos=1)
         if info.rc != mqtt.MQTT_ERR_SUCCESS:
@@ -363,7 +409,7 @@ class Uplink:
         seqs = tuple(r["seq"] for r in records)
         self.inflight[batch_id] = _Inflight(
             set(seqs), time.monotonic() + up.ack_timeout_s, next(self._orders), seqs,
-            info.mid, alone=alone,
+            info.mid, alone=alone, size=len(payload),
         )
         self.stats["batches_sent"] += 1
         self.stats["bytes_sent"] += len(payload)

@@ -55,13 +55,16 @@ def port_open(port: int) -> bool:
 class PrivateMosquitto:
     """A Mosquitto of the test's own on a free port, so it can be stopped and restarted."""
 
-    def __init__(self, workdir: Path, port: int | None = None, persistence: bool = False):
+    def __init__(self, workdir: Path, port: int | None = None, persistence: bool = False,
+                 extra: tuple[str, ...] = ()):
         exe = mosquitto_path()
         if exe is None:
             raise RuntimeError("mosquitto is not installed: apt-get install mosquitto")
         self.exe, self.workdir = exe, workdir
         self.port = port or free_port()
         self.conf = write_mosquitto_config(workdir, self.port, persistence=persistence)
+        if extra:  # more options, e.g. "message_size_limit 1500"
+            self.conf.write_text(self.conf.read_text() + "\n".join(extra) + "\n")
         self.proc: subprocess.Popen | None = None
 
     @property
@@ -146,3 +149,89 @@ class ThreadedSimulator:
         self.run(self.sim.stop())
         self.loop.call_soon_threadsafe(self.loop.stop)
         self.thread.join(5)
+
+
+class BlackholeProxy:
+    """A TCP proxy on loopback that can silently stop forwarding: a half-open link.
+
+    While cut, bytes from either side are read and thrown away and every socket stays
+    open, as when a mobile network or a NAT loses a connection without telling anyone.
+    """
+
+    def __init__(self, target_port: int):
+        import selectors
+
+        self.target_port = target_port
+        self.listener = socket.socket()
+        self.listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.listener.bind(("127.0.0.1", 0))
+        self.listener.listen(16)
+        self.listener.setblocking(False)
+        self.port = self.listener.getsockname()[1]
+        self.cut_now = False
+        self.dropped_bytes = 0
+        self.connections = 0
+        self._sel = selectors.DefaultSelector()
+        self._sel.register(self.listener, selectors.EVENT_READ, None)
+        self._peer: dict[socket.socket, socket.socket] = {}
+        self._stop = False
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def cut(self) -> None:
+        self.cut_now = True
+
+    def resume(self) -> None:
+        self.cut_now = False
+
+    def _close(self, sock: socket.socket) -> None:
+        for s in (sock, self._peer.pop(sock, None)):
+            if s is not None:
+                self._peer.pop(s, None)
+                try:
+                    self._sel.unregister(s)
+                except (KeyError, ValueError):
+                    pass
+                s.close()
+
+    def _run(self) -> None:
+        import selectors
+
+        while not self._stop:
+            for key, _ in self._sel.select(0.2):
+                sock = key.fileobj
+                assert isinstance(sock, socket.socket)
+                if sock is self.listener:
+                    client, _ = self.listener.accept()
+                    upstream = socket.create_connection(("127.0.0.1", self.target_port))
+                    self.connections += 1
+                    self._peer[client], self._peer[upstream] = upstream, client
+                    for s in (client, upstream):
+                        self._sel.register(s, selectors.EVENT_READ, None)
+                    continue
+                try:
+                    data = sock.recv(65536)
+                except OSError:
+                    data = b""
+                if not data:
+                    if self.cut_now:  # a cut link passes no close on: keep the peer open
+                        self._sel.unregister(sock)
+                    else:
+                        self._close(sock)
+                    continue
+                if self.cut_now:
+                    self.dropped_bytes += len(data)
+                    continue
+                peer = self._peer.get(sock)
+                if peer is not None:
+                    try:
+                        peer.sendall(data)
+                    except OSError:
+                        self._close(sock)
+
+    def close(self) -> None:
+        self._stop = True
+        self.thread.join(2)
+        for sock in list(self._peer):
+            self._close(sock)
+        self.listener.close()
