@@ -156,8 +156,8 @@ class Uplink:
         # Nagle's algorithm holds a small write (a PUBACK, a batch right after one)
         # until the peer ACKs the last, which Linux delays by up to 40 ms: each batch's
         # round trip would wait for it.
-        self.client.on_socket_open = lambda client, userdata, sock: sock.setsockopt(
-            socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.client.on_socket_open = lambda client, userdata, sock: (
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1))  # type: ignore[attr-defined]
 
     # -- paho thread -> event loop ---------------------------------------------------
 
