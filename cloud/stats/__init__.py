@@ -1,0 +1,1 @@
+"""Groundwater statistics of the USEPA Unified Guidance (2009): pure functions."""
