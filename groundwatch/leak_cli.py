@@ -218,15 +218,17 @@ def format_eval(doc: dict[str, Any]) -> list[str]:
 
 def write_stream(path: str | Path, t_s: np.ndarray, level_mm: np.ndarray,
                  temperature_c: np.ndarray, start: datetime) -> None:
-    """Write a stream CSV as `leak-test` reads it (level to 0.0001 mm, T to 0.001 °C)."""
+    """Write a stream CSV as `leak-test` reads it (UTC times to the second, level to
+    0.0001 mm, temperatures to 0.001 °C)."""
     temps = np.asarray(temperature_c)
     if temps.ndim == 1:
         temps = temps[:, None]
     with open(path, "w", newline="", encoding="utf-8") as fh:
         w = csv.writer(fh)
         w.writerow(["time", "level_mm"] + [f"t{i + 1}_c" for i in range(temps.shape[1])])
-        t0 = start.timestamp()
-        for i in range(len(t_s)):
-            stamp = datetime.fromtimestamp(t0 + float(t_s[i]), tz=start.tzinfo)
-            w.writerow([stamp.isoformat(timespec="seconds"), f"{level_mm[i]:.4f}"]
-                       + [f"{x:.3f}" for x in temps[i]])
+        t0_s = start.timestamp()
+        stamps = np.datetime_as_string(
+            (np.round((t0_s + np.asarray(t_s)) * 1000)).astype("datetime64[ms]"),
+            unit="s", timezone="UTC")
+        for i, stamp in enumerate(stamps):
+            w.writerow([stamp, f"{level_mm[i]:.4f}"] + [f"{x:.3f}" for x in temps[i]])

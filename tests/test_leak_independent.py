@@ -50,9 +50,9 @@ def classify(tmp: Path, target_gph: float, n_per_condition: int, seed: int,
     return out
 
 
-@pytest.mark.parametrize("target_gph", [0.1, 0.2])
-def test_independent_streams_meet_pd_pfa(tmp_path, capsys, target_gph):
-    res = classify(tmp_path, target_gph, n_per_condition=10, seed=int(target_gph * 1000),
+@pytest.mark.parametrize(("target_gph", "n_per_condition"), [(0.1, 8), (0.2, 4)])
+def test_independent_streams_meet_pd_pfa(tmp_path, capsys, target_gph, n_per_condition):
+    res = classify(tmp_path, target_gph, n_per_condition, seed=int(target_gph * 1000),
                    capsys=capsys)
     n_leak, n_tight = len(res["leak"]), len(res["tight"])
     detected = sum(r["verdict"] == "fail" for r in res["leak"])
