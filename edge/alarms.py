@@ -31,6 +31,9 @@ class AlarmRule:
         # Whether the condition itself holds now (a latched alarm may be active
         # while its condition is already back to normal).
         self.condition = self.state.active and not self.state.latched
+        # stale alarms: the last good value and when it last changed (monotonic s)
+        self.last_value: float | None = None
+        self.changed_s: float | None = None
 
     @property
     def active(self) -> bool:
@@ -52,12 +55,34 @@ class AlarmRule:
             value < c.setpoint + c.hysteresis
         )
 
-    def evaluate(self, value: float | None, good: bool, ts: str) -> Transition | None:
-        """Feed one sample; only good values move the alarm (bad data holds it)."""
+    def evaluate(self, value: float | None, good: bool, ts: str,
+                 now_s: float | None = None) -> Transition | None:
+        """Feed one sample; only good values move the alarm (bad data holds it).
+
+        A stale alarm needs now_s (monotonic seconds) and is also fed with value None
+        between samples, so that a device that stops answering raises it too.
+        """
+        if self.cfg.kind == "stale":
+            return self._stale(value if good else None, ts, now_s)
         if value is None or not good:
             return None
+        return self._move(self._condition(value), value, ts)
+
+    def _stale(self, value: float | None, ts: str,
+               now_s: float | None) -> Transition | None:
+        if now_s is None:
+            return None
+        if self.changed_s is None:
+            self.changed_s = now_s  # the age counts from the first look
+        if value is not None and value != self.last_value:
+            self.last_value, self.changed_s = value, now_s
+        assert self.cfg.max_age_s is not None
+        age_s = now_s - self.changed_s
+        return self._move(age_s > self.cfg.max_age_s, round(age_s, 3), ts)
+
+    def _move(self, condition: bool, value: float, ts: str) -> Transition | None:
         was = self.condition
-        self.condition = self._condition(value)
+        self.condition = condition
         if self.condition and not was:
             if self.state.active:  # re-raised while still latched: not a new event
                 self.state.latched = self.cfg.latch

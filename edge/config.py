@@ -158,9 +158,12 @@ class RelaySection(_Strict):
 class AlarmSection(_Strict):
     name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
     point: str = Field(description="device.point")
-    kind: Literal["high", "low", "on", "off"]
+    kind: Literal["high", "low", "on", "off", "stale"]
     setpoint: float | None = None
     hysteresis: float = Field(default=0.0, ge=0)
+    # stale: raised when the point's good value has not changed for max_age_s (a
+    # heartbeat counter that stops, or a device that stops answering).
+    max_age_s: float | None = Field(default=None, gt=0)
     latch: bool = False
     severity: Literal["info", "warning", "critical"] = "warning"
     relays: list[str] = Field(default_factory=list)
@@ -170,6 +173,8 @@ class AlarmSection(_Strict):
     def _check_setpoint(self) -> "AlarmSection":
         if self.kind in ("high", "low") and self.setpoint is None:
             raise ValueError(f"a {self.kind} alarm needs setpoint")
+        if (self.kind == "stale") != (self.max_age_s is not None):
+            raise ValueError("max_age_s goes with kind = \"stale\", and only with it")
         return self
 
 

@@ -177,11 +177,16 @@ class Gateway:
 
     def _evaluate(self, device: str, samples, ts: str) -> None:  # type: ignore[no-untyped-def]
         changed = []
+        now_s = self.clock()
         for s in samples:
             for rule in self.rules_by_point.get((device, s.point), ()):
-                t = rule.evaluate(s.value, s.quality == Quality.GOOD, ts)
+                t = rule.evaluate(s.value, s.quality == Quality.GOOD, ts, now_s)
                 if t is not None:
                     changed.append((rule, t))
+        self._commit_transitions(changed, ts)
+
+    def _commit_transitions(self, changed: list[tuple[AlarmRule, Transition]],
+                            ts: str) -> None:
         if not changed:
             return
         # Relays first: the site is protected before the disk or the network is asked.
@@ -190,6 +195,19 @@ class Gateway:
             self._stored(f"alarm {rule.cfg.name}", self._record_transition, t, ts)
             self._stored(f"alarm state {rule.cfg.name}", self.store.save_alarm_state,
                          rule.state)
+
+    async def _stale_task(self, rules: list[AlarmRule]) -> None:
+        """Age the stale alarms between samples: a silent device stops feeding them."""
+        interval_s = min(0.5, min(r.cfg.max_age_s or 0.5 for r in rules) / 4)
+        while not self.stop_event.is_set():
+            now_s, ts = self.clock(), utc_now_iso()
+            changed = [(r, t) for r in rules
+                       if (t := r.evaluate(None, False, ts, now_s)) is not None]
+            self._commit_transitions(changed, ts)
+            try:
+                await asyncio.wait_for(self.stop_event.wait(), interval_s)
+            except TimeoutError:
+                pass
 
     def _process_acks(self) -> None:
         for alarm, who in self.store.take_ack_requests():
@@ -506,6 +524,9 @@ class Gateway:
         tasks.append(asyncio.create_task(self._housekeeping_task()))
         tasks.append(asyncio.create_task(self._clock_task()))
         tasks.append(asyncio.create_task(self._health_task()))
+        stale = [r for r in self.rules if r.cfg.kind == "stale"]
+        if stale:
+            tasks.append(asyncio.create_task(self._stale_task(stale)))
         watchdog_s = watchdog_interval_s()
         if watchdog_s is not None:
             tasks.append(asyncio.create_task(self._watchdog_task(watchdog_s)))

@@ -56,3 +56,45 @@ def test_state_survives_a_restart():
     again = AlarmRule(r.cfg, r.state)
     assert again.active
     assert states(again, [1]) == [None]  # still the same latched alarm, no new event
+
+
+def test_stale_alarm_raises_when_a_counter_stops_and_clears_when_it_moves():
+    r = rule(kind="stale", max_age_s=3.0)
+    seen = []
+    # A heartbeat counting once a second, polled every second, freezes at 5 (t = 5).
+    for t in range(12):
+        value = float(min(t, 5))
+        tr = r.evaluate(value, True, "t", now_s=float(t))
+        seen.append((t, tr.state if tr else None))
+    # Unchanged since t = 5: 3.0 s old at t = 8 (not above), 4.0 s at t = 9.
+    assert [s for s in seen if s[1]] == [(9, "raised")]
+    assert r.active and r.state.value == 4.0
+    t = r.evaluate(6.0, True, "t", now_s=12.0)
+    assert t is not None and t.state == "cleared" and not r.active
+
+
+def test_stale_alarm_ages_between_samples_and_ignores_bad_data():
+    r = rule(kind="stale", max_age_s=2.0)
+    assert r.evaluate(1.0, True, "t", now_s=100.0) is None
+    # the device stops answering: no samples, only the gateway's periodic look
+    assert r.evaluate(None, False, "t", now_s=101.0) is None
+    assert r.evaluate(2.0, False, "t", now_s=101.5) is None  # not good: not a change
+    t = r.evaluate(None, False, "t", now_s=102.5)
+    assert t is not None and t.state == "raised" and t.value == 2.5
+
+
+def test_a_device_never_heard_from_goes_stale_from_the_first_look():
+    r = rule(kind="stale", max_age_s=5.0)
+    assert r.evaluate(None, False, "t", now_s=10.0) is None
+    assert r.evaluate(None, False, "t", now_s=15.0) is None
+    assert r.evaluate(None, False, "t", now_s=15.1).state == "raised"
+
+
+def test_stale_needs_max_age_and_max_age_needs_stale():
+    import pytest
+    from pydantic import ValidationError
+
+    with pytest.raises(ValidationError, match="max_age_s"):
+        rule(kind="stale")
+    with pytest.raises(ValidationError, match="max_age_s"):
+        rule(kind="high", setpoint=1.0, max_age_s=3.0)
