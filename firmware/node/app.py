@@ -119,6 +119,7 @@ class Node:
         t.holding[HR_HEARTBEAT_MS] = cfg["heartbeat_ms"]
         for i in range(self.n_ai, MAX_AI):
             t.input[IR_AI + 4 * i + 2] = inputs.STATUS_ADC_ERROR  # not fitted
+            t.discrete[DI_AI_FAULT + i] = 1
 
     # -- control ----------------------------------------------------------------
 

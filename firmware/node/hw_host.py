@@ -2,8 +2,10 @@
 
 - Inputs come from a JSON file a test writes (atomically, by rename), reread when
   its modification time changes: {"di": [pin levels 0/1], "ai_ma": [loop currents in
-  mA, or null for an ADC that fails to read]}. The ADC turns a current into the
-  12-bit reading the board's shunt and reference would give.
+  mA, or null for an ADC that fails to read], "fault": text}. The ADC turns a current
+  into the 12-bit reading the board's shunt and reference would give. A "fault"
+  makes every control step fail (a hardware or driver failure the application does
+  not expect), for tests of the heartbeat and the watchdog.
 - Relay outputs go to a JSON file, rewritten on every change: {"relays": [0/1]}.
 - The UART is a pty (one end of a socat pair) opened as a file in raw mode with
   VMIN = VTIME = 0, so a read returns what has arrived without blocking.
@@ -31,7 +33,8 @@ class Hardware:
         self.di = bytearray(self.n_di)
         self.ai_ma = [None] * len(cfg["ai"])
         self.relays = bytearray(len(cfg["relays"]))
-        self.mtime = None
+        self.ino = self.mtime = self.size = None
+        self.fault = None
         self._load_inputs()
         self._write_outputs()
         if not host["uart"]:
@@ -49,17 +52,19 @@ class Hardware:
 
     def _load_inputs(self):
         try:
-            mtime = os.stat(self.inputs_path)[8]
+            st = os.stat(self.inputs_path)
         except OSError:
             return
-        if mtime == self.mtime:
+        # mtime has whole seconds here; a rename gives a new inode every time.
+        if st[1] == self.ino and st[8] == self.mtime and st[6] == self.size:
             return
         try:
             with open(self.inputs_path) as f:
                 data = json.load(f)
         except (OSError, ValueError):
             return  # caught mid-write: keep the last levels, look again next time
-        self.mtime = mtime
+        self.ino, self.mtime, self.size = st[1], st[8], st[6]
+        self.fault = data.get("fault")
         for i, v in enumerate(data.get("di", [])[:self.n_di]):
             self.di[i] = 1 if v else 0
         for i, v in enumerate(data.get("ai_ma", [])[:len(self.ai)]):
@@ -73,6 +78,8 @@ class Hardware:
 
     def refresh(self, now_ms):
         self._load_inputs()
+        if self.fault:
+            raise RuntimeError("injected hardware fault: %s" % self.fault)
 
     def read_di(self, i):
         return self.di[i]
