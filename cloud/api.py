@@ -10,6 +10,7 @@ from fastapi import FastAPI, HTTPException, Query
 
 from cloud.ingest import Ingestor
 from cloud.store import HEALTH_HISTORY, CloudStore, normalise_ts, parse_ts
+from cloud.store_pg import PgStore
 from groundwatch import __version__
 
 log = logging.getLogger(__name__)
@@ -30,7 +31,8 @@ def _query_ts(name: str, text: str | None) -> str | None:
 
 
 def create_app(
-    store: CloudStore, ingestor: Ingestor | None = None, offline_after_s: float = 120.0,
+    store: CloudStore | PgStore, ingestor: Ingestor | None = None,
+    offline_after_s: float = 120.0,
 ) -> FastAPI:
     """Build the API over a store; `ingestor` feeds /api/health when given."""
     app = FastAPI(title="groundwatch cloud", version=__version__)

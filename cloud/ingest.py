@@ -11,9 +11,11 @@ import threading
 from typing import Any
 
 import paho.mqtt.client as mqtt
+import psycopg
 from paho.mqtt.enums import CallbackAPIVersion
 
 from cloud.store import CloudStore, check_row
+from cloud.store_pg import PgStore
 from groundwatch import contract
 from groundwatch.contract import ContractError
 from groundwatch.credentials import TlsFiles, apply_tls
@@ -26,6 +28,7 @@ COUNTERS = (
     "dead_lettered", "health",
 )
 GATEWAY_STATUSES = ("online", "offline")
+STORE_ERRORS = (sqlite3.Error, psycopg.Error)
 
 
 class Ingestor:
@@ -34,15 +37,22 @@ class Ingestor:
     The session is persistent (clean_session=False under a stable client id), so
     batches published while the receiver is down wait in the broker for it.
     `site` narrows the subscriptions to one site ("+" is every site).
+
+    With `share_group`, the data topics are a shared subscription of that group: the
+    broker hands each batch to one member, which stores and acknowledges it. Status
+    and health go to every member (they are retained, and a shared subscription gets
+    no retained messages; storing them twice is harmless). A member's session is then
+    clean, so the broker stops routing batches to a member that died instead of
+    queueing them for it; the gateways resend what was not acknowledged.
     """
 
     def __init__(
-        self, store: CloudStore, broker_host: str, broker_port: int = 1883,
+        self, store: CloudStore | PgStore, broker_host: str, broker_port: int = 1883,
         client_id: str = "groundwatch-cloud", *, site: str = "+",
         clean_session: bool = False, keepalive_s: int = 30,
         max_payload_bytes: int = MAX_PAYLOAD_BYTES,
         username: str | None = None, password: str | None = None,
-        tls: TlsFiles | None = None,
+        tls: TlsFiles | None = None, share_group: str | None = None,
     ) -> None:
         self.store = store
         self.broker_host, self.broker_port = broker_host, broker_port
@@ -50,8 +60,11 @@ class Ingestor:
         self.keepalive_s = keepalive_s
         self.max_payload_bytes = max_payload_bytes
         root = contract.TOPIC_ROOT
+        data = contract.DATA_SUBSCRIPTION if site == "+" else f"{root}/{site}/+/data"
+        if share_group:
+            data, clean_session = f"$share/{share_group}/{data}", True
         self.subscriptions = (
-            contract.DATA_SUBSCRIPTION if site == "+" else f"{root}/{site}/+/data",
+            data,
             contract.STATUS_SUBSCRIPTION if site == "+" else f"{root}/{site}/+/status",
             contract.HEALTH_SUBSCRIPTION if site == "+" else f"{root}/{site}/+/health",
         )
@@ -204,7 +217,7 @@ class Ingestor:
             self._malformed(msg.topic, str(exc))
             self._dead_letter(msg.topic, str(exc), msg.payload, site, gateway)
             return
-        except sqlite3.Error:
+        except STORE_ERRORS:
             self._count("store_errors")
             log.exception("cannot store a batch from %s/%s; not acknowledged",
                           site, gateway)
@@ -232,7 +245,7 @@ class Ingestor:
                        else "base64:" + base64.b64encode(raw[:49152]).decode())
         try:
             self.store.dead_letter(topic, reason, payload, site, gateway, seq)
-        except sqlite3.Error:
+        except STORE_ERRORS:
             self._count("store_errors")
             log.exception("cannot store a dead letter from %s", topic)
 
@@ -275,7 +288,7 @@ class Ingestor:
         try:
             # A live message is a sign of life; a retained one is what was last said.
             self.store.store_health(site, gateway, health, seen=not msg.retain)
-        except sqlite3.Error:
+        except STORE_ERRORS:
             self._count("store_errors")
             log.exception("cannot store the health of %s/%s", site, gateway)
             return
@@ -296,7 +309,7 @@ class Ingestor:
         seen = status == "online" and not msg.retain
         try:
             self.store.set_gateway_status(site, gateway, status, seen=seen)
-        except sqlite3.Error:
+        except STORE_ERRORS:
             self._count("store_errors")
             log.exception("cannot store the status of %s/%s", site, gateway)
             return

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import signal
 import socket
 import threading
@@ -14,6 +15,7 @@ import uvicorn
 from cloud.api import create_app
 from cloud.ingest import Ingestor
 from cloud.store import CloudStore
+from cloud.store_pg import PgStore, is_postgres_url
 from drivers.errors import ConfigError
 from groundwatch import credentials
 from groundwatch.credentials import BrokerAddress, TlsFiles
@@ -61,6 +63,11 @@ class BrokerLogin:
         return password, tls
 
 
+def open_store(db: str) -> CloudStore | PgStore:
+    """The store a --db value names: a postgresql:// URL, else a SQLite file path."""
+    return PgStore(db) if is_postgres_url(db) else CloudStore(db)
+
+
 def _bind(host: str, port: int) -> socket.socket:
     """Bind the HTTP listening socket, so port 0 resolves before the log line."""
     family, kind, proto, _, address = socket.getaddrinfo(
@@ -77,11 +84,26 @@ def _bind(host: str, port: int) -> socket.socket:
     return sock
 
 
+def _safe_db(db: str) -> str:
+    """A --db value for logs: a URL loses its password."""
+    if not is_postgres_url(db):
+        return db
+    head, sep, tail = db.rpartition("@")
+    if not sep:
+        return db
+    scheme, _, userinfo = head.partition("://")
+    return f"{scheme}://{userinfo.split(':')[0]}@{tail}"
+
+
 def run_cloud(
     db: str, broker_url: str, http_host: str, http_port: int, offline_after_s: float,
-    login: BrokerLogin | None = None,
+    login: BrokerLogin | None = None, share_group: str | None = None,
 ) -> int:
     """Run ingest and the API until SIGINT or SIGTERM; return the exit code."""
+    if share_group is not None and (
+            not share_group or any(c in share_group for c in "/+#")):
+        raise ConfigError("--share-group", "", f"{share_group!r} is not a share name "
+                          "(no '/', '+' or '#')")
     address = parse_broker_url(broker_url)
     broker_host, broker_port = address.host, address.port
     login = login or BrokerLogin()
@@ -91,9 +113,19 @@ def run_cloud(
     except OSError as exc:
         log.error("cannot listen on %s:%s: %s", http_host, http_port, exc)
         return EXIT_FAIL
-    store = CloudStore(db)
-    ingestor = Ingestor(store, broker_host, broker_port, client_id=DEFAULT_CLIENT_ID,
-                        username=login.username, password=password, tls=tls)
+    try:
+        store = open_store(db)
+    except Exception as exc:  # noqa: BLE001 - any database failure ends the start
+        log.error("cannot open the database %s: %s", _safe_db(db),
+                  " ".join(str(exc).split()))
+        sock.close()
+        return EXIT_FAIL
+    # Members of a share group each need their own client id (one session each).
+    client_id = (f"{DEFAULT_CLIENT_ID}-{share_group}-{socket.gethostname()}-"
+                 f"{os.getpid()}" if share_group else DEFAULT_CLIENT_ID)
+    ingestor = Ingestor(store, broker_host, broker_port, client_id=client_id,
+                        username=login.username, password=password, tls=tls,
+                        share_group=share_group)
     app = create_app(store, ingestor, offline_after_s=offline_after_s)
     server = uvicorn.Server(uvicorn.Config(app, log_level="warning"))
 
@@ -106,9 +138,10 @@ def run_cloud(
         signal.signal(signal.SIGTERM, on_signal)
     bound_host, bound_port = sock.getsockname()[:2]
     host_text = f"[{bound_host}]" if ":" in bound_host else bound_host
-    log.info("cloud receiver: HTTP on http://%s:%s/api, broker %s://%s:%s, db %s",
+    log.info("cloud receiver: HTTP on http://%s:%s/api, broker %s://%s:%s, db %s%s",
              host_text, bound_port, "mqtts" if tls else "mqtt", broker_host,
-             broker_port, db)
+             broker_port, _safe_db(db),
+             f", share group {share_group}" if share_group else "")
     ingestor.start()
     try:
         server.run(sockets=[sock])

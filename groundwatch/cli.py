@@ -35,6 +35,7 @@ def _cmd_cloud(args: argparse.Namespace) -> int:
     return run_cloud(
         db=args.db, broker_url=args.broker, http_host=args.http_host,
         http_port=args.http_port, offline_after_s=args.offline_after, login=login,
+        share_group=args.share_group,
     )
 
 
@@ -359,8 +360,13 @@ def build_parser() -> argparse.ArgumentParser:
     p = add("cloud", _cmd_cloud,
             "run the cloud receiver: ingest over MQTT, acknowledge, serve HTTP JSON",
             "groundwatch cloud --db cloud.sqlite --broker mqtt://127.0.0.1:1883")
-    p.add_argument("--db", default="cloud.sqlite", help="SQLite file (default cloud.sqlite)")
+    p.add_argument("--db", default="cloud.sqlite",
+                   help="SQLite file (default cloud.sqlite) or a PostgreSQL URL "
+                   "(postgresql://HOST/DBNAME)")
     p.add_argument("--broker", default="mqtt://127.0.0.1:1883", help="MQTT broker URL")
+    p.add_argument("--share-group", metavar="NAME",
+                   help="share the data topics with the other receivers of this group "
+                   "(MQTT shared subscription; use with a PostgreSQL --db)")
     p.add_argument("--http-host", default="127.0.0.1", help="HTTP bind address")
     p.add_argument("--http-port", type=int, default=8080, help="HTTP port (default 8080)")
     p.add_argument("--offline-after", type=float, default=120.0,
