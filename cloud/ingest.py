@@ -81,7 +81,9 @@ class Ingestor:
             self._client.username_pw_set(username, password)
         if tls is not None:
             apply_tls(self._client, tls)
-        self._client.reconnect_delay_set(min_delay=1, max_delay=30)
+        # One receiver, not a city of gateways: a short cap, so that it is back
+        # within seconds of the broker's return (docs/uplink.md).
+        self._client.reconnect_delay_set(min_delay=1, max_delay=4)
         self._client.on_connect = self._on_connect
         self._client.on_disconnect = self._on_disconnect
         self._client.on_subscribe = self._on_subscribe

@@ -132,6 +132,7 @@ class Uplink:
         # PUBACK (a broker's message_size_limit), doubled back after 20 good acks.
         self._cap_bytes = up.max_payload_bytes
         self._acked_in_row = 0
+        self._recent_acks: deque[tuple[int, int]] = deque(maxlen=64)  # (order, size)
         self.backoff = Backoff(up.reconnect_min_s, up.reconnect_max_s)
 
         self.client = mqtt.Client(
@@ -306,11 +307,18 @@ class Uplink:
 
     def _batch_delivered(self, batch: _Inflight) -> None:
         self._last_acked_order = max(self._last_acked_order, batch.order)
+        self._recent_acks.append((batch.order, batch.size))
         for batch_id, (held, _) in list(self._held.items()):
             if held.order < batch.order:  # the receiver acknowledged a later batch
                 del self._held[batch_id]
-                self._failed(held, "taken by the broker, never acknowledged, while a "
-                                   "later batch was")
+                self._judge(held, batch.size)
+
+    def _judge(self, batch: _Inflight, later_size: int) -> None:
+        """A later batch got through: a smaller one shows this one was too big; one
+        as big shows it was lost on the way (a session the broker forgot): resend."""
+        if later_size < batch.size:
+            self._failed(batch, f"{batch.size} bytes taken by the broker, never "
+                                f"acknowledged, while a later {later_size}-byte batch was")
         self._acked_in_row += 1
         if self._acked_in_row >= 20 and self._cap_bytes < self.cfg.uplink.max_payload_bytes:
             self._cap_bytes = min(self._cap_bytes * 2, self.cfg.uplink.max_payload_bytes)
@@ -338,9 +346,9 @@ class Uplink:
             # by the receiver, or the receiver is down. Smaller batches tell which.
             if batch.size > 1024:
                 self._cap_bytes = max(min(self._cap_bytes, batch.size // 2), 1024)
-            if self._last_acked_order > batch.order:
-                self._failed(batch, f"taken by the broker, not acknowledged in "
-                                    f"{timeout_s:.0f} s while later batches were")
+            later = [size for order, size in self._recent_acks if order > batch.order]
+            if later:
+                self._judge(batch, min(later))
             elif len(self._held) < 2 * self.cfg.uplink.max_inflight_batches:
                 self._held[batch_id] = (batch, now + 3 * timeout_s)
                 log.warning("site=%s batch %s not acknowledged in %.0f s; holding it "

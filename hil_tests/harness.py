@@ -76,9 +76,13 @@ class PrivateMosquitto:
                                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         wait_for(lambda: port_open(self.port), 10, f"mosquitto on port {self.port}")
 
-    def stop(self) -> None:
+    def stop(self, orderly: bool = False) -> None:
+        """Kill the broker, as a crash would; `orderly` lets it save its persistence."""
         if self.proc and self.proc.poll() is None:
-            self.proc.kill()  # as a crash or power cut would: no orderly goodbye
+            if orderly:
+                self.proc.terminate()
+            else:
+                self.proc.kill()  # as a crash or power cut would: no orderly goodbye
             self.proc.wait()
         wait_for(lambda: not port_open(self.port), 10, "mosquitto to stop")
 
