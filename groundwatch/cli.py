@@ -565,7 +565,32 @@ def build_parser() -> argparse.ArgumentParser:
                    help="WatchdogSec: seconds without a ping before a restart (30)")
     p.add_argument("--enable", action="store_true",
                    help="then systemctl daemon-reload and enable --now")
+
+    p = add("firmware", _cmd_firmware,
+            "field node firmware: copy the application and node.json to a "
+            "MicroPython board with mpremote, verify by SHA-256, reset it",
+            "groundwatch firmware deploy --port /dev/ttyACM0 --config node.json")
+    p.add_argument("action", choices=["deploy"], help="deploy: copy, verify, reset")
+    p.add_argument("--port", required=True,
+                   help="the board's serial port (USB REPL), as mpremote names it")
+    p.add_argument("--config", help="node.json to install (checked first; without "
+                                    "it the board keeps its own or runs the defaults)")
+    p.add_argument("--no-reset", action="store_true", help="copy and verify only")
     return parser
+
+
+def _cmd_firmware(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from groundwatch.firmware_deploy import deploy
+
+    files = deploy(args.port, Path(args.config) if args.config else None,
+                   reset=not args.no_reset)
+    for remote, digest in files.items():
+        print(f"{remote}  sha256 {digest}")
+    print(f"{len(files)} files copied and verified on {args.port}"
+          + ("" if args.no_reset else "; board reset"))
+    return EXIT_OK
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from hil_tests.harness import wait_for
+from hil_tests.harness import free_port, query, wait_for
 
 FIRMWARE = Path(__file__).resolve().parent.parent / "firmware"
 
@@ -81,9 +81,10 @@ class Node:
         except (OSError, ValueError):
             return None
 
-    def start(self, reset_cause: str | None = None) -> None:
+    def start(self, reset_cause: str | None = None, write_config: bool = True) -> None:
         """Boot: run main.py from code_dir with node.json in the board's directory."""
-        (self.board_dir / "node.json").write_text(json.dumps(self.cfg))
+        if write_config:
+            (self.board_dir / "node.json").write_text(json.dumps(self.cfg))
         self.outputs_path.unlink(missing_ok=True)
         env = dict(os.environ, MICROPYPATH=f"{self.code_dir}:.frozen")
         if reset_cause:
@@ -102,3 +103,59 @@ class Node:
         if self.proc is not None and self.proc.poll() is None:
             self.proc.kill()
             self.proc.wait()
+
+
+def write_site(workdir: Path, pair: PtyPair, unit: int) -> Path:
+    """A site with the node on an RTU bus, a stale alarm on its heartbeat."""
+    site = workdir / "site.toml"
+    site.write_text(f"""
+[site]
+id = "farm"
+
+[gateway]
+id = "gw1"
+data_dir = "var"
+clock_sync = "assume"
+
+[uplink]
+broker_url = "mqtt://127.0.0.1:{free_port()}"
+
+[[buses]]
+name = "rs485"
+kind = "rtu"
+serial_port = "{pair.master_end}"
+baudrate = 19200
+timeout_s = 0.3
+retries = 0
+
+[[buses.devices]]
+name = "node"
+unit_id = {unit}
+profile = "field_node"
+poll_interval_s = 0.25
+backoff_max_s = 0.5
+
+[[alarms]]
+name = "node_heartbeat"
+point = "node.heartbeat"
+kind = "stale"
+max_age_s = 1.5
+severity = "critical"
+
+[[alarms]]
+name = "sump_full"
+point = "node.di0"
+kind = "on"
+""")
+    return site
+
+
+def events(db: Path, source: str) -> list[tuple[str, ...]]:
+    return query(db, "SELECT state, message FROM events WHERE source = ? ORDER BY seq",
+                 source)
+
+
+def latest(db: Path, point: str) -> tuple[float, str] | None:
+    rows = query(db, "SELECT value, quality FROM readings WHERE device = 'node' AND "
+                     "point = ? ORDER BY seq DESC LIMIT 1", point)
+    return rows[0] if rows else None

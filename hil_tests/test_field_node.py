@@ -13,8 +13,9 @@ import minimalmodbus
 import pytest
 import serial
 
-from hil_tests.field_node import Node, PtyPair, node_config
-from hil_tests.harness import Proc, free_port, query, wait_for
+from hil_tests.field_node import (Node, PtyPair, events, latest, node_config,
+                                  write_site)
+from hil_tests.harness import Proc, wait_for
 
 UNIT = 5
 
@@ -101,64 +102,9 @@ def test_sump_float_sounds_the_local_relay_within_the_debounce_time(rig):
     wait_for(lambda: node.relays() == [0, 0], 2, "the sump relay to release")
 
 
-def write_site(workdir: Path, pair: PtyPair) -> Path:
-    site = workdir / "site.toml"
-    site.write_text(f"""
-[site]
-id = "farm"
-
-[gateway]
-id = "gw1"
-data_dir = "var"
-clock_sync = "assume"
-
-[uplink]
-broker_url = "mqtt://127.0.0.1:{free_port()}"
-
-[[buses]]
-name = "rs485"
-kind = "rtu"
-serial_port = "{pair.master_end}"
-baudrate = 19200
-timeout_s = 0.3
-retries = 0
-
-[[buses.devices]]
-name = "node"
-unit_id = {UNIT}
-profile = "field_node"
-poll_interval_s = 0.25
-backoff_max_s = 0.5
-
-[[alarms]]
-name = "node_heartbeat"
-point = "node.heartbeat"
-kind = "stale"
-max_age_s = 1.5
-severity = "critical"
-
-[[alarms]]
-name = "sump_full"
-point = "node.di0"
-kind = "on"
-""")
-    return site
-
-
-def events(db: Path, source: str) -> list[tuple[str, ...]]:
-    return query(db, "SELECT state, message FROM events WHERE source = ? ORDER BY seq",
-                 source)
-
-
-def latest(db: Path, point: str) -> tuple[float, str] | None:
-    rows = query(db, "SELECT value, quality FROM readings WHERE device = 'node' AND "
-                     "point = ? ORDER BY seq DESC LIMIT 1", point)
-    return rows[0] if rows else None
-
-
 def test_gateway_reads_the_node_and_alarms_when_its_heartbeat_stops(rig, tmp_path):
     node, pair = rig
-    site = write_site(tmp_path, pair)
+    site = write_site(tmp_path, pair, UNIT)
     db = tmp_path / "var" / "gateway.sqlite"
     edge = Proc("edge", ["edge", "--config", str(site)], tmp_path)
     try:
