@@ -317,6 +317,23 @@ def _cmd_leak_eval(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _cmd_trend(args: argparse.Namespace) -> int:
+    from groundwatch import gw_cli
+
+    out = gw_cli.trend_of_file(args.file, args.well, args.constituent,
+                               args.decimal_years)
+    print(gw_cli.dumps(out) if args.json else gw_cli.format_trend(out))
+    return EXIT_OK
+
+
+def _cmd_flow(args: argparse.Namespace) -> int:
+    from groundwatch import gw_cli
+
+    out = gw_cli.flow_of_file(args.file)
+    print(gw_cli.dumps(out) if args.json else gw_cli.format_flow(out))
+    return EXIT_OK
+
+
 def _cmd_profiles(args: argparse.Namespace) -> int:
     from drivers.profile import builtin_profiles, load_profile
 
@@ -551,6 +568,29 @@ def build_parser() -> argparse.ArgumentParser:
                         "(200)")
     p.add_argument("--seed", type=int, default=20260501, help="random seed")
     p.add_argument("--json", action="store_true", help="print one JSON object")
+
+    p = add("trend", _cmd_trend,
+            "Mann-Kendall trend, Sen's slope (per year) and trend class of one well "
+            "and constituent in a lab-results CSV (well, constituent, date, result "
+            "with ND<x, units; GWSDAT layout too)",
+            "groundwatch trend results.csv --well MW-3 --constituent BENZENE --json")
+    p.add_argument("file", help="lab-results CSV")
+    p.add_argument("--well", help="well (needed if the file has several)")
+    p.add_argument("--constituent", help="constituent (needed if several)")
+    p.add_argument("--decimal-years", action="store_true",
+                   help="the date column holds decimal years (as the Unified "
+                        "Guidance examples: 89.6)")
+    p.add_argument("--json", action="store_true",
+                   help="one JSON object: n, s, var_s, z, p, sen_slope, sen_ci, trend")
+
+    p = add("flow", _cmd_flow,
+            "groundwater gradient and flow direction from well heads (plane fit, "
+            "least squares beyond three wells)",
+            "groundwatch flow heads.csv --json")
+    p.add_argument("file", help="CSV with columns well, x, y, head (x east, y north)")
+    p.add_argument("--json", action="store_true",
+                   help="one JSON object: gradient, direction_deg (azimuth the water "
+                        "flows toward, clockwise from north), r2")
 
     add("profiles", _cmd_profiles, "list the built-in device profiles",
         "groundwatch profiles")
