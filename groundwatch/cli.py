@@ -94,7 +94,6 @@ def _cmd_revoke(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-
 def _cmd_demo(args: argparse.Namespace) -> int:
     from groundwatch.demo import run_demo
 
@@ -276,6 +275,54 @@ def _cmd_ack(args: argparse.Namespace) -> int:
     store.close()
     print(f"acknowledgement of {args.alarm} queued; the gateway applies it on its next poll")
     return EXIT_OK
+
+
+def _cmd_hj212(args: argparse.Namespace) -> int:
+    import json
+
+    from cloud.hj212 import Hj212Error, parse, verify_line
+
+    if args.action == "forward":
+        return _hj212_forward(args)
+    bad = 0
+    for n, line in enumerate(sys.stdin, start=1):
+        line = line.rstrip("\r\n")
+        if not line.strip():
+            continue
+        result = verify_line(line)
+        if result["ok"] and args.strict:
+            try:
+                parse(line, strict_length=True)
+            except Hj212Error as exc:
+                result = {"ok": False, "error": str(exc)}
+        bad += not result["ok"]
+        if args.json:
+            print(json.dumps({"line": n, **result}, ensure_ascii=False))
+        else:
+            print(f"{n}: " + ("ok" if result["ok"] else f"BAD: {result['error']}"))
+    return EXIT_FAIL if bad else EXIT_OK
+
+
+def _hj212_forward(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from cloud.hj212_forward import Forwarder, load_forward_config
+
+    if not args.forward_config:
+        raise ConfigError("hj212 forward", "--forward-config", "is required")
+    cfg = load_forward_config(args.forward_config)
+    fwd = Forwarder(args.db, cfg, Path(args.db).with_suffix(".hj212-cursor.json"))
+    try:
+        if args.once:
+            fwd.run_once()
+        else:
+            fwd.run(args.interval)
+    finally:
+        fwd.close()
+    print(json.dumps(fwd.stats)) if args.json else print(
+        f"sent {fwd.stats['readings']} readings in {fwd.stats['answered']} answered "
+        f"packets ({fwd.stats['resends']} resends, {fwd.stats['failures']} failures)")
+    return EXIT_FAIL if fwd.stats["failures"] else EXIT_OK
 
 
 def _cmd_install_service(args: argparse.Namespace) -> int:
@@ -594,6 +641,22 @@ def build_parser() -> argparse.ArgumentParser:
 
     add("profiles", _cmd_profiles, "list the built-in device profiles",
         "groundwatch profiles")
+
+    p = add("hj212", _cmd_hj212,
+            "HJ 212 packets: verify framing, length and CRC (one packet per line)",
+            "groundwatch hj212 verify --json < packets.txt")
+    p.add_argument("action", choices=["verify", "forward"],
+                   help="verify: check packets on stdin; forward: send the cloud's "
+                        "readings to a platform (--db, --forward-config)")
+    p.add_argument("--json", action="store_true",
+                   help="one JSON object per line with at least ok and error")
+    p.add_argument("--strict", action="store_true",
+                   help="also apply the standard's 1024-byte data segment cap")
+    p.add_argument("--db", default="cloud.sqlite", help="forward: the cloud's database")
+    p.add_argument("--forward-config", help="forward: platform, MN and code map (TOML)")
+    p.add_argument("--interval", type=float, default=30.0,
+                   help="forward: seconds between rounds (30)")
+    p.add_argument("--once", action="store_true", help="forward: one round, then exit")
 
     p = add("install-service", _cmd_install_service,
             "install the gateway as a systemd service with a watchdog (docs/service.md)",
