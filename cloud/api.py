@@ -8,6 +8,8 @@ from typing import Any
 
 from fastapi import FastAPI, HTTPException, Query
 
+from cloud.gw_api import install_groundwater
+from cloud.gw_store import GroundwaterStore
 from cloud.ingest import Ingestor
 from cloud.store import HEALTH_HISTORY, CloudStore, normalise_ts, parse_ts
 from cloud.store_pg import PgStore
@@ -164,6 +166,9 @@ def create_app(
             "active": store.active_alarms(site),
             "events": store.events(site, "alarm", limit),
             "device_events": store.events(site, "device", limit),
+    # Lab results and groundwater records live beside a SQLite store's data.
+    gw_path = getattr(store, "path", ":memory:")
+    install_groundwater(app, store, GroundwaterStore(gw_path))
         }
 
     return app
