@@ -166,9 +166,9 @@ def create_app(
             "active": store.active_alarms(site),
             "events": store.events(site, "alarm", limit),
             "device_events": store.events(site, "device", limit),
+        }
+
     # Lab results and groundwater records live beside a SQLite store's data.
     gw_path = getattr(store, "path", ":memory:")
     install_groundwater(app, store, GroundwaterStore(gw_path))
-        }
-
     return app
