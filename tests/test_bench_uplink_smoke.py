@@ -27,7 +27,7 @@ def test_prefilled_backlog_is_the_demo_site_and_under_50_bytes_a_reading(
             "SELECT DISTINCT device || '.' || point FROM readings"))
         pending = conn.execute(
             "SELECT count(*), min(seq), max(seq) FROM outbox").fetchone()
-        span_ms = conn.execute("SELECT max(ts_ms) - min(ts_ms) FROM samples").fetchone()[0]
+        (span_ms,), = conn.execute("SELECT max(ts_ms) - min(ts_ms) FROM samples")
     finally:
         conn.close()
     # Every polled point of every device, all of it pending.
