@@ -124,11 +124,12 @@ CREATE INDEX IF NOT EXISTS gateway_health_by_id ON gateway_health (site, gateway
 # point's new readings the newest is offered to `latest`, which takes it only if it is
 # newer (by ts, ties by higher seq). Rows are taken in seq and tag order, so two
 # instances writing batches of one gateway lock in the same order and cannot deadlock.
+# The arrays go in binary (%b): dumping them as text costs a quarter more client CPU.
 _STORE_READINGS = """
 WITH input AS (
-    SELECT * FROM unnest(%(seq)s::bigint[], %(ts)s::timestamptz[], %(device)s::text[],
-                         %(point)s::text[], %(tag)s::text[], %(value)s::float8[],
-                         %(quality)s::text[], %(unit)s::text[])
+    SELECT * FROM unnest(%(seq)b::bigint[], %(ts)b::timestamptz[], %(device)b::text[],
+                         %(point)b::text[], %(tag)b::text[], %(value)b::float8[],
+                         %(quality)b::text[], %(unit)b::text[])
         AS t(seq, ts, device, point, tag, value, quality, unit)
 ), new AS (
     INSERT INTO records (site, gateway, seq, kind)
@@ -160,10 +161,10 @@ SELECT count(*) FROM new
 
 _STORE_EVENTS = """
 WITH input AS (
-    SELECT * FROM unnest(%(seq)s::bigint[], %(ts)s::timestamptz[], %(source)s::text[],
-                         %(event)s::text[], %(state)s::text[], %(severity)s::text[],
-                         %(point)s::text[], %(value)s::float8[], %(value_text)s::text[],
-                         %(message)s::text[])
+    SELECT * FROM unnest(%(seq)b::bigint[], %(ts)b::timestamptz[], %(source)b::text[],
+                         %(event)b::text[], %(state)b::text[], %(severity)b::text[],
+                         %(point)b::text[], %(value)b::float8[], %(value_text)b::text[],
+                         %(message)b::text[])
         AS t(seq, ts, source, event, state, severity, point, value, value_text, message)
 ), new AS (
     INSERT INTO records (site, gateway, seq, kind)
