@@ -84,7 +84,7 @@ class Mpremote:
         log.debug("running %s", " ".join(cmd))
         try:
             return subprocess.run(cmd, capture_output=True, text=True,
-                                  timeout=self.timeout_s)
+                                  timeout=self.timeout_s, check=False)
         except subprocess.TimeoutExpired:
             raise DeployError(f"mpremote on {self.port}: no answer in "
                               f"{self.timeout_s:.0f} s") from None

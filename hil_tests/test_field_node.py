@@ -13,8 +13,7 @@ import minimalmodbus
 import pytest
 import serial
 
-from hil_tests.field_node import (Node, PtyPair, events, latest, node_config,
-                                  write_site)
+from hil_tests.field_node import Node, PtyPair, events, latest, node_config, write_site
 from hil_tests.harness import Proc, query, wait_for
 
 UNIT = 5

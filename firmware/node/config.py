@@ -27,7 +27,8 @@ DEFAULTS = {
     "relays": [{"pin": 14, "active_high": True}, {"pin": 15, "active_high": True}],
     "local_alarms": [{"relay": 0, "di": 0}],
     # Only the host implementation (MicroPython unix port) reads these.
-    "host": {"uart": None, "inputs": "host_inputs.json", "outputs": "host_outputs.json"},
+    "host": {"uart": None, "inputs": "host_inputs.json",
+             "outputs": "host_outputs.json"},
 }
 
 _RANGES = {"unit_id": (1, 247), "baudrate": (1200, 115200), "sample_ms": (1, 1000),

@@ -13,14 +13,13 @@
   ends a board's program; whoever started it restarts it, as a board reboots.
 """
 
+import _thread
 import json
 import os
 import select
 import sys
 import termios
 import time
-
-import _thread
 
 
 class Hardware:

@@ -24,7 +24,7 @@ def main():
                 continue
             try:
                 getattr(mod, attr)()
-            except Exception as exc:  # noqa: report every failure, then exit 1
+            except Exception as exc:  # noqa: BLE001 - report every failure, then exit 1
                 failed += 1
                 print("FAIL %s.%s: %s %s" % (name, attr, type(exc).__name__, exc))
                 if hasattr(sys, "print_exception"):
