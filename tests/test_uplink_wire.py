@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import zlib
 from pathlib import Path
 from typing import Any
@@ -123,3 +124,96 @@ def test_default_backoff_spreads_a_city_of_gateways_within_the_cap():
     # Uniform over [0, 4 s]: about a quarter in each second, none in lockstep.
     per_second = [sum(int(d) == s for d in delays) for s in range(4)]
     assert all(400 <= n <= 600 for n in per_second), per_second
+
+
+class _Info:
+    def __init__(self, mid: int) -> None:
+        self.rc, self.mid = 0, mid
+
+
+class _Client:
+    """Stands in for paho: records publications, answers nothing by itself."""
+
+    def __init__(self) -> None:
+        self.published: list[tuple[int, bytes]] = []
+
+    def publish(self, topic: str, payload: bytes, qos: int = 0,
+                retain: bool = False) -> _Info:
+        self.published.append((len(self.published) + 1, payload))
+        return _Info(len(self.published))
+
+    def socket(self) -> None:
+        return None
+
+
+def _uplink(tmp_path: Path, **uplink: Any):  # type: ignore[no-untyped-def]
+    from edge.store import EdgeStore
+    from edge.uplink import Uplink
+
+    cfg = load_config(write_site(tmp_path, 1883, leak_at_s=1e9))
+    cfg.uplink = cfg.uplink.model_copy(update=uplink)
+    store = EdgeStore(tmp_path / "g.sqlite")
+    up = Uplink(cfg, store)
+    up.client = _Client()  # type: ignore[assignment]
+    up.connected = True
+    return up, store
+
+
+def _ack(up, payload: bytes) -> None:  # type: ignore[no-untyped-def]
+    body = contract.decode_batch(payload)
+    seqs = [r["seq"] for r in body["records"]]
+    up._apply_ack(contract.encode_ack(body["batch"], contract.seq_ranges(seqs)))
+
+
+def test_batch_dropped_after_its_puback_is_split_when_a_smaller_one_gets_through(
+        tmp_path):
+    up, store = _uplink(tmp_path, batch_size=100, max_inflight_batches=1)
+    for i in range(300):
+        store.add_readings(ms_to_iso(T0_MS + i * 1000), "d",
+                           [("p", float(i) * 1.37, "good", "m")])
+    assert up._send_next()
+    (mid, big), = up.client.published
+    up._puback(mid)
+    batch = next(iter(up.inflight.values()))
+    # Broker took it (PUBACK); the receiver never acknowledges: held, cap shrinks.
+    up._expire(batch.deadline + 0.1)
+    assert not up.inflight and len(up._held) == 1 and up._cap_bytes < len(big)
+    assert up._send_next()  # a smaller batch of other records
+    mid2, small = up.client.published[-1]
+    assert len(small) <= up._cap_bytes
+    held_seqs = set(next(iter(up._held.values()))[0].sent)
+    assert not held_seqs & {r["seq"] for r in contract.decode_batch(small)["records"]}
+    up._puback(mid2)
+    _ack(up, small)
+    # The smaller one got through: the held one was too big, its halves go alone.
+    assert not up._held and up.stats["splits"] == 1
+    assert [len(g) for g in up._alone] == [50, 50]
+    assert sorted(up._alone[0] + up._alone[1]) == sorted(held_seqs)
+
+
+def test_lone_record_refused_twice_is_parked_and_the_queue_moves_on(tmp_path):
+    up, store = _uplink(tmp_path, batch_size=100, max_inflight_batches=1)
+    poison = store.add_event("gw", "gateway", "note", message=os.urandom(1500).hex())
+    store.add_readings(ms_to_iso(T0_MS), "d", [("p", 1.0, "good", "m")] * 5)
+    up._alone.append([poison])
+    for strike in (1, 2):
+        assert up._send_next()
+        batch = next(iter(up.inflight.values()))
+        assert batch.alone and batch.sent == (poison,)
+        up._puback(batch.mid)
+        up._expire(batch.deadline + 0.1)  # held: nothing later acknowledged yet
+        assert up._send_next()  # the readings, smaller
+        later = next(iter(up.inflight.values()))
+        up._puback(later.mid)
+        _ack(up, up.client.published[-1][1])
+        if strike == 1:
+            assert up._alone and up._alone[0] == [poison] and up.stats["parked"] == 0
+            # The readings are delivered; add more for the second round.
+            store.add_readings(ms_to_iso(T0_MS + 1000), "d",
+                               [("p", 2.0, "good", "m")] * 5)
+    assert up.stats["parked"] == 1
+    assert store.conn.execute("SELECT seq FROM parked").fetchall() == [(poison,)]
+    [(state, message)] = store.conn.execute(
+        "SELECT e.state, e.message FROM events e JOIN pending_events USING (seq)"
+    ).fetchall()
+    assert state == "parked" and str(poison) in message
