@@ -16,6 +16,8 @@ import serial
 from hil_tests.field_node import Node, PtyPair, events, latest, node_config, write_site
 from hil_tests.harness import Proc, query, wait_for
 
+pytestmark = pytest.mark.hil
+
 UNIT = 5
 
 

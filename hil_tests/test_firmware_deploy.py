@@ -25,6 +25,8 @@ from hil_tests.field_node import (
 )
 from hil_tests.harness import Proc, wait_for
 
+pytestmark = pytest.mark.hil
+
 REPO = FIRMWARE.parent
 
 
