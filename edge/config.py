@@ -38,13 +38,30 @@ class GatewaySection(_Strict):
     # Records stamped before synchronisation wait this long for it, then go out
     # marked clock_unsynced with the time they have.
     clock_hold_max_s: float = Field(default=3600.0, gt=0)
+    # A digital input ("device.point", e.g. a push button on the relay module): its
+    # rising edge acknowledges every latched alarm (docs/operations.md).
+    ack_input: str | None = None
+    # The local operator page, "host:port"; "" turns it off. 127.0.0.1 keeps it on
+    # the gateway itself; "0.0.0.0:8081" opens it to the plant LAN.
+    status_http: str = "127.0.0.1:8081"
 
     @model_validator(mode="after")
     def _check_clock_sync(self) -> "GatewaySection":
         if self.clock_sync not in ("kernel", "assume") and not self.clock_sync.startswith(
                 "/"):
             raise ValueError('clock_sync must be "kernel", "assume" or an absolute path')
+        if self.status_http:
+            host, _, port = self.status_http.rpartition(":")
+            if not host or not port.isdigit() or not 0 <= int(port) <= 65535:
+                raise ValueError('status_http must look like "127.0.0.1:8081" (or "")')
         return self
+
+    @property
+    def status_http_address(self) -> tuple[str, int] | None:
+        if not self.status_http:
+            return None
+        host, _, port = self.status_http.rpartition(":")
+        return host.strip("[]"), int(port)
 
 
 class UplinkSection(_Strict):
@@ -168,6 +185,8 @@ class AlarmSection(_Strict):
     severity: Literal["info", "warning", "critical"] = "warning"
     relays: list[str] = Field(default_factory=list)
     message: str = ""
+    # A digital input ("device.point") whose rising edge acknowledges this alarm.
+    ack_input: str | None = None
 
     @model_validator(mode="after")
     def _check_setpoint(self) -> "AlarmSection":
@@ -257,6 +276,15 @@ def _cross_check(cfg: SiteConfig, source: str) -> None:
 
     for name, relay in cfg.relays.items():
         resolve(f"relays.{name}.point", f"{relay.device}.{relay.point}", writable=True)
+    def polled(path: str, ref: str) -> None:
+        dev, _, point = ref.partition(".")
+        if point not in cfg.maps[dev].points:
+            raise ConfigError(source, path, f"device {dev!r} does not poll {point!r} "
+                              "(add it to its points)")
+
+    if cfg.gateway.ack_input:
+        resolve("gateway.ack_input", cfg.gateway.ack_input)
+        polled("gateway.ack_input", cfg.gateway.ack_input)
     if cfg.gateway.healthy_relay and cfg.gateway.healthy_relay not in cfg.relays:
         raise ConfigError(
             source, "gateway.healthy_relay", f"no relay {cfg.gateway.healthy_relay!r}"
@@ -267,6 +295,9 @@ def _cross_check(cfg: SiteConfig, source: str) -> None:
             raise ConfigError(source, f"alarms[{a}].name", f"duplicate alarm {alarm.name!r}")
         names.add(alarm.name)
         resolve(f"alarms[{a}].point", alarm.point)
+        if alarm.ack_input:
+            resolve(f"alarms[{a}].ack_input", alarm.ack_input)
+            polled(f"alarms[{a}].ack_input", alarm.ack_input)
         for r, relay_name in enumerate(alarm.relays):
             if relay_name not in cfg.relays:
                 raise ConfigError(

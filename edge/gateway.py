@@ -26,7 +26,10 @@ from edge.bus import BusError, DeviceReportedError, ModbusBus, NoAnswer, make_bu
 from edge.clock import WallClock
 from edge.config import BusSection, DeviceSection, SiteConfig, load_config
 from edge.service import notify, watchdog_interval_s
-from edge.store import SCHEMA_VERSION, open_gateway_store, utc_now_iso
+from edge.status_page import StatusPage
+from edge.store import (
+    SCHEMA_VERSION, AlarmStateRow, MaintenanceRow, Request, open_gateway_store, utc_now_iso,
+)
 from edge.uplink import Uplink, uplink_credentials
 from groundwatch import contract
 from groundwatch.contract import Quality
@@ -56,6 +59,9 @@ class DeviceState:
     silent_polls: int = 0  # consecutive failed polls
     last_good_poll: str | None = None
     last_values: dict[str, float | None] = field(default_factory=dict)
+    # point -> (value, quality name) of the last poll, for the operator page
+    latest: dict[str, tuple[float | None, str]] = field(default_factory=dict)
+    last_poll: str | None = None
     # (monotonic time, answered) of recent polls, for the error rate
     recent: deque[tuple[float, bool]] = field(default_factory=lambda: deque(maxlen=4096))
 
@@ -90,10 +96,27 @@ class Gateway:
         self.rules_by_point: dict[tuple[str, str], list[AlarmRule]] = {}
         for rule in self.rules:
             self.rules_by_point.setdefault((rule.device, rule.point), []).append(rule)
+        self.rule_by_name = {rule.cfg.name: rule for rule in self.rules}
+        # Maintenance mode: target ("device" or "device.point") -> who, why, since.
+        self.maintenance: dict[str, MaintenanceRow] = self.store.load_maintenance()
+        # Acknowledge inputs: point -> the alarms its rising edge acknowledges (None:
+        # every latched one), and each input's last good state.
+        self.ack_inputs: dict[tuple[str, str], list[str] | None] = {}
+        if cfg.gateway.ack_input:
+            dev_name, _, point = cfg.gateway.ack_input.partition(".")
+            self.ack_inputs[(dev_name, point)] = None
+        for a in cfg.alarms:
+            if a.ack_input:
+                dev_name, _, point = a.ack_input.partition(".")
+                alarms = self.ack_inputs.setdefault((dev_name, point), [])
+                if alarms is not None:
+                    alarms.append(a.name)
+        self.input_state: dict[tuple[str, str], bool] = {}
         self.relay_state: dict[str, bool] = {}  # last state written successfully
         self.relay_wanted: dict[str, bool] = {}
         self.relay_dirty = asyncio.Event()
         self.uplink = Uplink(cfg, self.store)
+        self.uplink.on_command = self._on_command
         self.stop_event = asyncio.Event()
         self.started_monotonic = clock()
         self.counters = {"polls": 0, "poll_failures": 0, "readings": 0,
@@ -179,7 +202,10 @@ class Gateway:
         changed = []
         now_s = self.clock()
         for s in samples:
-            for rule in self.rules_by_point.get((device, s.point), ()):
+            rules = self.rules_by_point.get((device, s.point))
+            if not rules or (self.maintenance and self.in_maintenance(device, s.point)):
+                continue  # maintenance suppresses the point's alarms
+            for rule in rules:
                 t = rule.evaluate(s.value, s.quality == Quality.GOOD, ts, now_s)
                 if t is not None:
                     changed.append((rule, t))
@@ -202,26 +228,168 @@ class Gateway:
         while not self.stop_event.is_set():
             now_s, ts = self.clock(), utc_now_iso()
             changed = [(r, t) for r in rules
-                       if (t := r.evaluate(None, False, ts, now_s)) is not None]
+                       if not (self.maintenance and self.in_maintenance(r.device, r.point))
+                       and (t := r.evaluate(None, False, ts, now_s)) is not None]
             self._commit_transitions(changed, ts)
             try:
                 await asyncio.wait_for(self.stop_event.wait(), interval_s)
             except TimeoutError:
                 pass
 
-    def _process_acks(self) -> None:
-        for alarm, who in self.store.take_ack_requests():
+    # -- operator requests: acknowledgements, maintenance, cloud commands -----------
+
+    def in_maintenance(self, device: str, point: str) -> bool:
+        return device in self.maintenance or f"{device}.{point}" in self.maintenance
+
+    def _on_command(self, payload: bytes) -> None:
+        """A command from the cloud: queue it once (by id), apply it at once."""
+        site, gw = self.cfg.site.id, self.cfg.gateway.id
+        try:
+            cmd = contract.decode_command(payload)
+            if (cmd["site"], cmd["gateway"]) != (site, gw):
+                raise contract.ContractError(
+                    f"addressed to {cmd['site']}/{cmd['gateway']}")
+        except contract.ContractError as exc:
+            log.warning("site=%s ignoring a malformed command: %s", site, exc)
+            return
+        try:
+            new = self.store.enqueue_command(cmd)
+        except sqlite3.Error as exc:  # the cloud sends it again until answered
+            log.error("site=%s cannot store command %s: %s", site, cmd["id"], exc)
+            return
+        if not new:
+            log.debug("site=%s command %s already seen", site, cmd["id"])
+            return
+        log.info("site=%s command %s from the cloud: %s %s by %s", site, cmd["id"],
+                 cmd["command"], cmd.get("alarm") or cmd.get("target"), cmd["who"])
+        self._stored("requests", self._process_requests)
+
+    def _process_requests(self) -> None:
+        for req in self.store.pending_requests():
+            if req.kind == "ack":
+                self._apply_ack(req)
+            else:
+                self._apply_maintenance(req)
+        if self.maintenance:
+            now = datetime.now(UTC)
+            for row in list(self.maintenance.values()):
+                if row.until and datetime.fromisoformat(row.until) <= now:
+                    self._apply_maintenance(Request(
+                        "maintenance", -1, row.target, "gateway", on=False,
+                        text=f"until {row.until} reached"))
+
+    def _command_event(self, req: Request, result: str, why: str) -> list[dict[str, Any]]:
+        """The answer to a cloud command, as an event record (none for local requests)."""
+        if req.command_id is None:
+            return []
+        return [{"source": req.command_id, "event": "command", "state": result,
+                 "point": req.target, "message": f"{req.kind} by {req.who}: {why}"}]
+
+    def _apply_ack(self, req: Request) -> None:
+        site = self.cfg.site.id
+        by = f"{req.who} in the cloud" if req.command_id else req.who
+        note = f": {req.text}" if req.text else ""
+        rule = self.rule_by_name.get(req.target)
+        events: list[dict[str, Any]] = []
+        states: list[AlarmStateRow] = []
+        ts = utc_now_iso()
+        t = None if rule is None else rule.acknowledge(ts)
+        if rule is None:
+            result, why = "rejected", f"no alarm {req.target!r}"
+        elif t is None:
+            result = "ignored"
+            why = (f"alarm {req.target} is "
+                   f"{'active, not latched' if rule.active else 'not active'}")
+        else:
+            result, why = "applied", f"alarm {req.target} {t.state}"
+            self._update_relays()
+            events.append({"source": req.target, "event": "alarm", "state": t.state,
+                           "severity": rule.cfg.severity, "point": rule.cfg.point,
+                           "message": f"acknowledged by {by}{note}", "ts": ts})
+            states.append(rule.state)
+        (log.info if result == "applied" else log.warning)(
+            "site=%s alarm=%s acknowledgement by %s: %s", site, req.target, by, why)
+        self.store.finish_request(req, events + self._command_event(req, result, why),
+                                  alarm_states=states, result=result)
+
+    def _apply_maintenance(self, req: Request) -> None:
+        """Enter or leave maintenance mode of a device or point.
+
+        Entering clears the active non-latched alarms of its points (they would
+        otherwise hold their relays with nothing left to clear them); a latched alarm
+        stays until it is acknowledged. On leaving, alarms are evaluated afresh.
+        """
+        site, target = self.cfg.site.id, req.target
+        by = f"{req.who} in the cloud" if req.command_id else req.who
+        device, _, point = target.partition(".")
+        dev = self.devices.get(device)
+        events: list[dict[str, Any]] = []
+        states: list[AlarmStateRow] = []
+        row: MaintenanceRow | None = None
+        ts = utc_now_iso()
+        if dev is None or (point and point not in dev.map.points):
+            result, why = "rejected", f"no device or point {target!r}"
+        elif req.on:
+            result, why = "applied", f"{target} in maintenance"
+            row = MaintenanceRow(target, req.who, req.text, ts, req.until)
+            self.maintenance[target] = row
+            until = f" until {req.until}" if req.until else ""
+            events.append({"source": target, "event": "maintenance", "state": "on",
+                           "message": f"by {by}{until}: {req.text or 'no reason given'}",
+                           "ts": ts})
             for rule in self.rules:
-                if rule.cfg.name == alarm:
-                    ts = utc_now_iso()
-                    t = rule.acknowledge(ts)
-                    if t is not None:
-                        self._update_relays()
-                        self.store.add_event(
-                            alarm, "alarm", t.state, severity=rule.cfg.severity,
-                            point=rule.cfg.point, message=f"acknowledged by {who}", ts=ts,
-                        )
-                        self.store.save_alarm_state(rule.state)
+                if rule.device != device or (point and rule.point != point):
+                    continue
+                rule.condition = False  # unknown until evaluated again
+                if rule.active and not rule.state.latched:
+                    rule.state = AlarmStateRow(rule.cfg.name, False, False, ts, None)
+                    states.append(rule.state)
+                    events.append({
+                        "source": rule.cfg.name, "event": "alarm", "state": "cleared",
+                        "severity": rule.cfg.severity, "point": rule.cfg.point,
+                        "message": f"suppressed: {target} in maintenance", "ts": ts})
+            self._update_relays()
+        elif target not in self.maintenance:
+            result, why = "ignored", f"{target} is not in maintenance"
+        else:
+            result, why = "applied", f"{target} out of maintenance"
+            del self.maintenance[target]
+            for rule in self.rules:
+                if rule.device == device and (not point or rule.point == point):
+                    rule.changed_s = None  # a stale alarm's age counts from now
+            events.append({"source": target, "event": "maintenance", "state": "off",
+                           "message": f"by {by}: {req.text or 'maintenance over'}",
+                           "ts": ts})
+        (log.info if result == "applied" else log.warning)(
+            "site=%s maintenance %s %s by %s: %s", site, target,
+            "on" if req.on else "off", by, why)
+        self.store.finish_request(req, events + self._command_event(req, result, why),
+                                  alarm_states=states, maintenance=row, result=result)
+
+    def _check_ack_inputs(self, device: str, samples) -> None:  # type: ignore[no-untyped-def]
+        """A rising edge on an acknowledge input asks to acknowledge its alarms."""
+        for s in samples:
+            key = (device, s.point)
+            if key not in self.ack_inputs or s.value is None or s.quality != Quality.GOOD:
+                continue
+            pressed = s.value >= 0.5
+            was = self.input_state.get(key)
+            self.input_state[key] = pressed
+            if not pressed or was is not False:
+                continue
+            alarms = self.ack_inputs[key]
+            for rule in self.rules:
+                if rule.state.latched and (alarms is None or rule.cfg.name in alarms):
+                    self.store.request_ack(rule.cfg.name,
+                                           who=f"push button {device}.{s.point}")
+
+    def request_local_ack(self, alarm: str, who: str) -> bool:
+        """Queue an acknowledgement from the operator page; False for no such alarm."""
+        if alarm not in self.rule_by_name:
+            return False
+        self.store.request_ack(alarm, who=who)
+        self._stored("requests", self._process_requests)
+        return True
 
     # -- polling -------------------------------------------------------------------
 
@@ -253,14 +421,22 @@ class Gateway:
 
         samples = dev.map.decode(data)
         rows = []
+        name = dev.cfg.name
+        maintenance = bool(self.maintenance)
         for s in samples:
             quality = s.quality
             if quality == Quality.COMM_LOST and dev.map.points[s.point].table in errors:
                 quality = Quality.DEVICE_ERROR
+            if maintenance and self.in_maintenance(name, s.point):
+                quality = Quality.MAINTENANCE
             rows.append((s.point, s.value, quality.value, s.unit))
+            dev.latest[s.point] = (s.value, quality.value)
+        dev.last_poll = ts
         # Alarms and relays before the store: a full or broken disk must not delay,
         # let alone stop, a leak alarm.
-        self._evaluate(dev.cfg.name, samples, ts)
+        self._evaluate(name, samples, ts)
+        if self.ack_inputs:
+            self._check_ack_inputs(name, samples)
         if self._stored("readings", self.store.add_readings, ts, dev.cfg.name, rows):
             self.counters["readings"] += len(rows)
         dev.last_good_poll, dev.polls, dev.silent_polls = ts, dev.polls + 1, 0
@@ -302,6 +478,7 @@ class Gateway:
         log.error("site=%s device=%s unit=%s offline: %s", self.cfg.site.id,
                   dev.cfg.name, dev.cfg.unit_id, reason)
         dev.online = False
+        dev.latest = {n: (None, Quality.COMM_LOST.value) for n in dev.latest}
         self._stored("event", self.store.add_event, dev.cfg.name, "device", "offline",
                      message=reason, ts=ts)
         self._stored("readings", self.store.add_readings, ts, dev.cfg.name, [
@@ -341,7 +518,7 @@ class Gateway:
                 log.exception("site=%s device=%s poll crashed", self.cfg.site.id,
                               dev.cfg.name)
             dev.next_due = self._next_due(dev, self.clock())
-            self._stored("acknowledgements", self._process_acks)
+            self._stored("requests", self._process_requests)
 
     # -- housekeeping --------------------------------------------------------------
 
@@ -416,6 +593,7 @@ class Gateway:
                      "free_bytes": free_bytes},
             "clock_synchronised": self.wall.synchronised(),
             "schema_version": SCHEMA_VERSION,
+            "maintenance": sorted(self.maintenance),
         }
 
     def health_payload(self) -> bytes | None:
@@ -530,6 +708,11 @@ class Gateway:
         watchdog_s = watchdog_interval_s()
         if watchdog_s is not None:
             tasks.append(asyncio.create_task(self._watchdog_task(watchdog_s)))
+        page = None
+        address = self.cfg.gateway.status_http_address
+        if address is not None:
+            page = StatusPage(self, *address)
+            page.start()
         notify(f"READY=1\nSTATUS=polling {len(self.devices)} devices")
         # The uplink stops last, so that its final health message counts the
         # "stopped" event in the outbox.
@@ -547,6 +730,8 @@ class Gateway:
             finally:
                 uplink_stop.set()
                 await asyncio.gather(uplink_task, return_exceptions=True)
+            if page is not None:
+                page.stop()
             for bus in self.buses.values():
                 bus.close()
             # An orderly stop: no integrity check needed at the next start.

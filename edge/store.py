@@ -9,6 +9,7 @@ power cut the moment it is recorded.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import sqlite3
@@ -72,6 +73,23 @@ CREATE TABLE ack_requests (
     id INTEGER PRIMARY KEY, alarm TEXT NOT NULL, requested_at TEXT NOT NULL,
     who TEXT NOT NULL DEFAULT 'local'
 );
+-- Maintenance mode of a device or a point ("device" or "device.point"): while its row
+-- is here its readings are stored as `maintenance` and its alarms are not evaluated.
+CREATE TABLE IF NOT EXISTS maintenance (
+    target TEXT PRIMARY KEY, who TEXT NOT NULL, reason TEXT NOT NULL,
+    since TEXT NOT NULL, until TEXT
+);
+CREATE TABLE IF NOT EXISTS maintenance_requests (
+    id INTEGER PRIMARY KEY, target TEXT NOT NULL, on_off INTEGER NOT NULL,
+    who TEXT NOT NULL, reason TEXT NOT NULL DEFAULT '', until TEXT,
+    requested_at TEXT NOT NULL
+);
+-- Every command the cloud sent, by id, so each is applied once however often it
+-- arrives; `request` is the row of ack_requests or maintenance_requests it became.
+CREATE TABLE IF NOT EXISTS commands (
+    id TEXT PRIMARY KEY, kind TEXT NOT NULL, received_at TEXT NOT NULL,
+    body TEXT NOT NULL, request INTEGER, result TEXT
+);
 CREATE VIEW readings AS
     SELECT s.seq AS seq,
            strftime('%Y-%m-%dT%H:%M:%f+00:00', s.ts_ms / 1000.0, 'unixepoch') AS ts,
@@ -114,9 +132,11 @@ BUSY_TIMEOUT_MS = 10000
 # PRAGMA user_version of SCHEMA. A file from before versioning (0, with tables) has the
 # version-1 layout. MIGRATIONS holds each upgrade's statements, keyed by the version
 # they upgrade *from*; they run in one transaction with the new stamp.
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 _V2_TO_V3 = [stmt for stmt in SCHEMA.split(";\n") if "CREATE TABLE parked " in stmt]
-MIGRATIONS: dict[int, list[str]] = {1: _V1_TO_V2, 2: _V2_TO_V3}
+# Maintenance mode and cloud commands.
+_V3_TO_V4 = [stmt for stmt in SCHEMA.split(";\n") if "CREATE TABLE IF NOT EXISTS" in stmt]
+MIGRATIONS: dict[int, list[str]] = {1: _V1_TO_V2, 2: _V2_TO_V3, 3: _V3_TO_V4}
 
 
 class StoreError(Exception):
@@ -144,6 +164,30 @@ class ClockMark:
 
     mono_ms: int
     boot_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class Request:
+    """An operator's request for the running gateway: an acknowledgement of `target`
+    (an alarm), or maintenance mode of `target` (a device or "device.point") on/off."""
+
+    kind: str  # "ack" or "maintenance"
+    id: int
+    target: str
+    who: str
+    on: bool = True
+    text: str = ""  # the ack's comment or the maintenance reason
+    until: str | None = None
+    command_id: str | None = None  # the cloud command it came from
+
+
+@dataclass(frozen=True, slots=True)
+class MaintenanceRow:
+    target: str
+    who: str
+    reason: str
+    since: str
+    until: str | None
 
 
 @dataclass(slots=True)
@@ -301,21 +345,29 @@ class EdgeStore:
             self.conn.execute("PRAGMA synchronous=FULL")
         try:
             with self._transaction():
-                (seq,) = self._take_seqs(1)
-                self.conn.execute(
-                    "INSERT INTO events(seq, ts, source, event, state, severity, point, "
-                    "value, message) VALUES (?,?,?,?,?,?,?,?,?)",
-                    (seq, ts, source, event, state, severity, point, value, message),
-                )
-                self.conn.execute("INSERT INTO pending_events(seq) VALUES (?)", (seq,))
-                if unsynced:
-                    self.conn.execute(
-                        "INSERT INTO unsynced(seq, mono_ms, boot_id) VALUES (?,?,?)",
-                        (seq, unsynced.mono_ms, unsynced.boot_id),
-                    )
+                seq = self._insert_event(ts, source, event, state, severity, point,
+                                         value, message, unsynced)
         finally:
             if durable:
                 self.conn.execute("PRAGMA synchronous=NORMAL")
+        return seq
+
+    def _insert_event(self, ts: str, source: str, event: str, state: str,
+                      severity: str | None, point: str | None, value: float | None,
+                      message: str, unsynced: ClockMark | None) -> int:
+        """Insert one event into events and the outbox, inside a transaction."""
+        (seq,) = self._take_seqs(1)
+        self.conn.execute(
+            "INSERT INTO events(seq, ts, source, event, state, severity, point, "
+            "value, message) VALUES (?,?,?,?,?,?,?,?,?)",
+            (seq, ts, source, event, state, severity, point, value, message),
+        )
+        self.conn.execute("INSERT INTO pending_events(seq) VALUES (?)", (seq,))
+        if unsynced:
+            self.conn.execute(
+                "INSERT INTO unsynced(seq, mono_ms, boot_id) VALUES (?,?,?)",
+                (seq, unsynced.mono_ms, unsynced.boot_id),
+            )
         self.next_seq = seq + 1
         return seq
 
@@ -573,12 +625,15 @@ class EdgeStore:
 
     def save_alarm_state(self, row: AlarmStateRow) -> None:
         with self._transaction():
-            self.conn.execute(
-                "INSERT INTO alarm_state(name, active, latched, since, value) "
-                "VALUES (?,?,?,?,?) ON CONFLICT(name) DO UPDATE SET active=excluded.active,"
-                " latched=excluded.latched, since=excluded.since, value=excluded.value",
-                (row.name, int(row.active), int(row.latched), row.since, row.value),
-            )
+            self._save_alarm_state(row)
+
+    def _save_alarm_state(self, row: AlarmStateRow) -> None:
+        self.conn.execute(
+            "INSERT INTO alarm_state(name, active, latched, since, value) "
+            "VALUES (?,?,?,?,?) ON CONFLICT(name) DO UPDATE SET active=excluded.active,"
+            " latched=excluded.latched, since=excluded.since, value=excluded.value",
+            (row.name, int(row.active), int(row.latched), row.since, row.value),
+        )
 
     def request_ack(self, alarm: str, who: str = "local") -> None:
         """Ask the running gateway to acknowledge (unlatch) an alarm."""
@@ -593,6 +648,105 @@ class EdgeStore:
             rows = self.conn.execute("SELECT id, alarm, who FROM ack_requests").fetchall()
             self.conn.execute("DELETE FROM ack_requests")
         return [(r[1], r[2]) for r in rows]
+
+    # -- operator requests, maintenance and cloud commands ----------------------------
+
+    def request_maintenance(self, target: str, on: bool, who: str = "local",
+                            reason: str = "", until: str | None = None) -> None:
+        """Ask the running gateway to put a device or point in or out of maintenance."""
+        with self._transaction():
+            self.conn.execute(
+                "INSERT INTO maintenance_requests(target, on_off, who, reason, until, "
+                "requested_at) VALUES (?,?,?,?,?,?)",
+                (target, int(on), who, reason, until, utc_now_iso()))
+
+    def enqueue_command(self, command: dict[str, Any]) -> bool:
+        """Turn a checked cloud command into a request, once; False if seen before."""
+        cid, kind = command["id"], command["command"]
+        with self._transaction():
+            if not self.conn.execute(
+                    "INSERT OR IGNORE INTO commands(id, kind, received_at, body) "
+                    "VALUES (?,?,?,?)", (cid, kind, utc_now_iso(),
+                                         json.dumps(command, ensure_ascii=False))
+                    ).rowcount:
+                return False
+            if kind == "ack":
+                cur = self.conn.execute(
+                    "INSERT INTO ack_requests(alarm, requested_at, who) VALUES (?,?,?)",
+                    (command["alarm"], utc_now_iso(), command["who"]))
+            else:
+                cur = self.conn.execute(
+                    "INSERT INTO maintenance_requests(target, on_off, who, reason, "
+                    "until, requested_at) VALUES (?,?,?,?,?,?)",
+                    (command["target"], int(command["on"]), command["who"],
+                     command.get("reason") or "", command.get("until"), utc_now_iso()))
+            self.conn.execute("UPDATE commands SET request = ? WHERE id = ?",
+                              (cur.lastrowid, cid))
+        return True
+
+    def pending_requests(self) -> list[Request]:
+        """Requests not yet applied, acknowledgements first, oldest first."""
+        commands = {(kind, request): (cid, json.loads(body)) for cid, kind, request, body
+                    in self.conn.execute("SELECT id, kind, request, body FROM commands "
+                                         "WHERE result IS NULL")}
+        out = []
+        for rid, alarm, who in self.conn.execute(
+                "SELECT id, alarm, who FROM ack_requests ORDER BY id"):
+            cid, body = commands.get(("ack", rid), (None, {}))
+            out.append(Request("ack", rid, alarm, who, text=body.get("comment") or "",
+                               command_id=cid))
+        for rid, target, on, who, reason, until in self.conn.execute(
+                "SELECT id, target, on_off, who, reason, until FROM maintenance_requests "
+                "ORDER BY id"):
+            cid, _ = commands.get(("maintenance", rid), (None, {}))
+            out.append(Request("maintenance", rid, target, who, bool(on), reason, until,
+                               cid))
+        return out
+
+    def finish_request(
+        self, req: Request, events: list[dict[str, Any]], *,
+        alarm_states: Iterable[AlarmStateRow] = (), maintenance: MaintenanceRow | None = None,
+        result: str = "applied",
+    ) -> list[int]:
+        """Commit what a request did in one durable transaction and drop the request.
+
+        `events` are add_event keyword arguments; `maintenance` is the new row of
+        req.target when it enters maintenance (its row is deleted when it leaves).
+        A command's result is recorded with it. Returns the events' seqs.
+        """
+        mark = self.clock_mark() if self.clock_mark is not None else None
+        self.conn.execute("PRAGMA synchronous=FULL")
+        try:
+            with self._transaction():
+                seqs = [self._insert_event(
+                    e.get("ts") or utc_now_iso(), e["source"], e["event"], e["state"],
+                    e.get("severity"), e.get("point"), e.get("value"),
+                    e.get("message", ""), mark) for e in events]
+                for row in alarm_states:
+                    self._save_alarm_state(row)
+                if req.kind == "maintenance":
+                    if maintenance is not None:
+                        self.conn.execute(
+                            "INSERT OR REPLACE INTO maintenance(target, who, reason, "
+                            "since, until) VALUES (?,?,?,?,?)",
+                            (maintenance.target, maintenance.who, maintenance.reason,
+                             maintenance.since, maintenance.until))
+                    elif not req.on:
+                        self.conn.execute("DELETE FROM maintenance WHERE target = ?",
+                                          (req.target,))
+                table = "ack_requests" if req.kind == "ack" else "maintenance_requests"
+                if req.id >= 0:
+                    self.conn.execute(f"DELETE FROM {table} WHERE id = ?", (req.id,))
+                if req.command_id is not None:
+                    self.conn.execute("UPDATE commands SET result = ? WHERE id = ?",
+                                      (result, req.command_id))
+        finally:
+            self.conn.execute("PRAGMA synchronous=NORMAL")
+        return seqs
+
+    def load_maintenance(self) -> dict[str, MaintenanceRow]:
+        return {r[0]: MaintenanceRow(*r) for r in self.conn.execute(
+            "SELECT target, who, reason, since, until FROM maintenance")}
 
 
 @dataclass(slots=True)

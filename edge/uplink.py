@@ -107,6 +107,9 @@ class Uplink:
         self.ack_topic = contract.ack_topic(self.site, self.gateway)
         self.status_topic = contract.status_topic(self.site, self.gateway)
         self.health_topic = contract.health_topic(self.site, self.gateway)
+        self.command_topic = contract.command_topic(self.site, self.gateway)
+        # Set by the gateway: called on the event loop with each command payload.
+        self.on_command: Callable[[bytes], None] | None = None
         self.closing = False  # stopping: acks are no longer applied
         self.connected = False
         self.inflight: dict[int, _Inflight] = {}
@@ -177,7 +180,9 @@ class Uplink:
         # a batch that made the broker drop us included, and loop on it; the outbox
         # resends what is needed instead.
         client.drop_out_messages()
-        client.subscribe(self.ack_topic, qos=1)
+        # One SUBSCRIBE, one SUBACK. Subscribed before "online" goes out, so the cloud
+        # may send pending commands as soon as it sees that.
+        client.subscribe([(self.ack_topic, 1), (self.command_topic, 1)])
         client.publish(self.status_topic, b"online", qos=1, retain=True)
 
     def _on_subscribe(self, client, userdata, mid, reason_codes, properties=None):  # type: ignore[no-untyped-def]
@@ -208,6 +213,10 @@ class Uplink:
         self._post(self._set_connected, False)
 
     def _on_message(self, client, userdata, msg):  # type: ignore[no-untyped-def]
+        if msg.topic == self.command_topic:
+            if self.on_command is not None:
+                self._post(self.on_command, msg.payload)
+            return
         self._post(self._apply_ack, msg.payload)
 
     # -- event loop side -----------------------------------------------------------

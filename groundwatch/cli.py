@@ -277,6 +277,37 @@ def _cmd_ack(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _cmd_maintenance(args: argparse.Namespace) -> int:
+    from datetime import datetime
+
+    from edge.config import load_config
+    from edge.store import EdgeStore
+
+    cfg = load_config(args.config)
+    device, _, point = args.target.partition(".")
+    if device not in cfg.maps or (point and point not in cfg.maps[device].points):
+        print(f"error: no device or point {args.target!r} in {args.config}",
+              file=sys.stderr)
+        return EXIT_FAIL
+    until = None
+    if args.until:
+        try:
+            parsed = datetime.fromisoformat(args.until)
+        except ValueError:
+            parsed = None
+        if parsed is None or parsed.tzinfo is None:
+            raise ConfigError("groundwatch maintenance", "--until",
+                              f"{args.until!r} is not ISO 8601 with an offset")
+        until = parsed.isoformat()
+    store = EdgeStore(cfg.data_dir / "gateway.sqlite")
+    store.request_maintenance(args.target, args.state == "on", who=args.who,
+                              reason=args.reason, until=until)
+    store.close()
+    print(f"maintenance {args.state} for {args.target} queued; the gateway applies it "
+          "on its next poll")
+    return EXIT_OK
+
+
 def _cmd_hj212(args: argparse.Namespace) -> int:
     import json
 
@@ -595,6 +626,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--config", required=True, help="site configuration (TOML)")
     p.add_argument("--who", default="local operator", help="recorded with the event")
     p.add_argument("alarm", help="alarm name from the site configuration")
+
+    p = add("maintenance", _cmd_maintenance,
+            "put a device or point in (or out of) maintenance mode at the gateway: its "
+            "readings are flagged maintenance, its alarms suppressed",
+            "groundwatch maintenance --config site.toml mw1 on --reason \"pump test\"")
+    p.add_argument("--config", required=True, help="site configuration (TOML)")
+    p.add_argument("--who", default="local operator", help="recorded with the event")
+    p.add_argument("--reason", default="", help="why (recorded with the event)")
+    p.add_argument("--until", help="ISO 8601 time with an offset: maintenance ends "
+                   "by itself then")
+    p.add_argument("target", help="DEVICE or DEVICE.POINT")
+    p.add_argument("state", choices=["on", "off"])
 
     p = add("leak-test", _cmd_leak_test,
             "static tank leak test on a recorded stream (time, level_mm, product "

@@ -10,6 +10,8 @@ Topics, all under ``groundwatch/{site}/{gateway}/``:
 - ``status`` gateway -> cloud, retained: ``online`` / ``offline`` (the MQTT will).
 - ``health`` gateway -> cloud, QoS 1, retained: the gateway's counters (state, not a
   record: it never enters the outbox, and each one replaces the one before).
+- ``command`` cloud -> gateway, QoS 1: an operator's command (acknowledge an alarm,
+  maintenance on or off); the gateway answers with a ``command`` event record.
 """
 
 from __future__ import annotations
@@ -56,6 +58,10 @@ def status_topic(site: str, gateway: str) -> str:
 
 def health_topic(site: str, gateway: str) -> str:
     return f"{TOPIC_ROOT}/{site}/{gateway}/health"
+
+
+def command_topic(site: str, gateway: str) -> str:
+    return f"{TOPIC_ROOT}/{site}/{gateway}/command"
 
 
 DATA_SUBSCRIPTION = f"{TOPIC_ROOT}/+/+/data"
@@ -339,3 +345,75 @@ def check_health(body: Any) -> None:
     if not isinstance(relays, dict) or not all(
             r is None or isinstance(r, bool) for r in relays.values()):
         raise ContractError("relays: not an object of true, false or null")
+
+
+# -- commands (cloud -> gateway) ----------------------------------------------------
+#
+# A command has its own version, like health. The gateway applies each `id` once
+# (it remembers the ids it has seen), so the cloud may send a command again until the
+# gateway's answer arrives: a `command` event record whose source is the id and whose
+# state is one of COMMAND_RESULTS.
+COMMAND_VERSION = 1
+COMMAND_KINDS = ("ack", "maintenance")
+COMMAND_RESULTS = ("applied", "ignored", "rejected")
+_ID_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_.")
+
+
+def encode_command(site: str, gateway: str, command: dict[str, Any]) -> bytes:
+    """Serialise a command for the command topic, checking it first."""
+    body = {"v": COMMAND_VERSION, "site": site, "gateway": gateway, **command}
+    check_command(body)
+    return json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def decode_command(payload: bytes) -> dict[str, Any]:
+    """Parse and check a command-topic payload; raise ContractError naming the field."""
+    try:
+        body = json.loads(payload)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ContractError(f"command is not JSON: {exc}") from None
+    check_command(body)
+    return body  # type: ignore[no-any-return]
+
+
+def _check_text(body: dict[str, Any], key: str, required: bool = True,
+                max_len: int = 500) -> None:
+    value = body.get(key)
+    if value is None and not required:
+        return
+    if not isinstance(value, str) or (required and not value) or len(value) > max_len:
+        raise ContractError(f"{key}: {value!r} is not a string of 1 to {max_len} "
+                            "characters")
+
+
+def check_command(body: Any) -> None:
+    """Raise ContractError if body is not a command; unknown keys are allowed.
+
+    ack: `alarm`, `who`, optional `comment`. maintenance: `target` ("device" or
+    "device.point"), `on` (true/false), `who`, optional `reason` and `until` (ISO 8601
+    with an offset: maintenance ends by itself then). Every command: `id` (1 to 64 of
+    [A-Za-z0-9_.-]), `command`, `ts` (when the cloud issued it).
+    """
+    if not isinstance(body, dict):
+        raise ContractError("command is not a JSON object")
+    if body.get("v") != COMMAND_VERSION:
+        raise ContractError(f"v: unsupported command version {body.get('v')!r}")
+    for key in ("site", "gateway"):
+        _check_text(body, key)
+    cid = body.get("id")
+    if not isinstance(cid, str) or not 1 <= len(cid) <= 64 or not set(cid) <= _ID_CHARS:
+        raise ContractError(f"id: {cid!r} is not 1 to 64 of [A-Za-z0-9_.-]")
+    if body.get("command") not in COMMAND_KINDS:
+        raise ContractError(f"command: {body.get('command')!r} is not one of "
+                            f"{', '.join(COMMAND_KINDS)}")
+    _check_ts("ts", body.get("ts"))
+    _check_text(body, "who", max_len=100)
+    if body["command"] == "ack":
+        _check_text(body, "alarm", max_len=100)
+        _check_text(body, "comment", required=False)
+    else:
+        _check_text(body, "target", max_len=100)
+        if not isinstance(body.get("on"), bool):
+            raise ContractError(f"on: {body.get('on')!r} is not true or false")
+        _check_text(body, "reason", required=False)
+        _check_ts("until", body.get("until"), nullable=True)

@@ -6,7 +6,7 @@ under `secrets/` (mode 0600). The ACL is always regenerated whole from the regis
 so a revoked gateway leaves no line behind. Mosquitto rereads both files on SIGHUP.
 
 A gateway's username is `{gateway}@{site}`: "@" is not allowed in ids, so every pair
-maps to its own name, and the ACL names each gateway's three topics explicitly.
+maps to its own name, and the ACL names each gateway's topics explicitly.
 """
 
 from __future__ import annotations
@@ -35,7 +35,7 @@ PASSWORD_BYTES = 32  # token_urlsafe: 43 characters, 256 bits
 # Topic leaves under groundwatch/{site}/{gateway}/ (docs/uplink.md): what a gateway
 # publishes and what it reads. The receiver reads the first and writes the second.
 GATEWAY_PUBLISHES = ("data", "status", "health")
-GATEWAY_READS = ("ack",)
+GATEWAY_READS = ("ack", "command")
 
 
 class ProvisionError(RuntimeError):

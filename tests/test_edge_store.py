@@ -83,7 +83,7 @@ def test_first_release_file_is_migrated_in_place_losing_nothing(tmp_path):
     with sqlite3.connect(db) as conn:
         conn.executescript(V1_SCHEMA)
     s = EdgeStore(db)
-    assert s.conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 3
+    assert s.conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
     assert s.conn.execute("SELECT * FROM readings ORDER BY seq").fetchall() == [
         (1, "2026-12-01T08:00:00.125+00:00", "tank1", "level_mm", 1234.5, "good", "mm"),
         (2, "2026-12-01T08:00:00.125+00:00", "mw1", "conductivity_us_cm", 0.0,
@@ -108,7 +108,7 @@ def test_schema_2_file_gains_the_parked_table_keeping_its_outbox(tmp_path):
     s.conn.execute("PRAGMA user_version=2")
     s.close()
     s = EdgeStore(db)
-    assert s.conn.execute("PRAGMA user_version").fetchone()[0] == 3
+    assert s.conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
     assert [r["seq"] for r in s.outbox_batch(10, set())] == [2, 3]
     assert s.park([3], "too large") == 1 and s.parked_count() == 1
     assert [r["seq"] for r in s.outbox_batch(10, set())] == [2]

@@ -32,16 +32,19 @@ def test_acl_names_every_grant_explicitly():
         "topic read groundwatch/+/+/status",
         "topic read groundwatch/+/+/health",
         "topic write groundwatch/+/+/ack",
+        "topic write groundwatch/+/+/command",
         "user g1@s1",
         "topic write groundwatch/s1/g1/data",
         "topic write groundwatch/s1/g1/status",
         "topic write groundwatch/s1/g1/health",
         "topic read groundwatch/s1/g1/ack",
+        "topic read groundwatch/s1/g1/command",
         "user g1@s2",
         "topic write groundwatch/s2/g1/data",
         "topic write groundwatch/s2/g1/status",
         "topic write groundwatch/s2/g1/health",
         "topic read groundwatch/s2/g1/ack",
+        "topic read groundwatch/s2/g1/command",
     ]
     # Lines before any `user` line would apply to every client: there are none.
     assert pv.acl_text(registry).splitlines()[0].startswith("#")
