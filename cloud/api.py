@@ -6,13 +6,16 @@ import logging
 from datetime import datetime, timezone
 from typing import Any
 
-from fastapi import FastAPI, HTTPException, Query
+from fastapi import Depends, FastAPI, HTTPException, Query, Request
 
 from cloud.gw_api import install_groundwater
 from cloud.gw_store import GroundwaterStore
+from cloud.auth import AuthStore, can_see, make_guard
 from cloud.ingest import Ingestor
+from cloud.operations import OperationsStore
 from cloud.store import HEALTH_HISTORY, CloudStore, normalise_ts, parse_ts
 from cloud.store_pg import PgStore
+from cloud.web import install_web
 from groundwatch import __version__
 
 log = logging.getLogger(__name__)
@@ -35,9 +38,13 @@ def _query_ts(name: str, text: str | None) -> str | None:
 def create_app(
     store: CloudStore | PgStore, ingestor: Ingestor | None = None,
     offline_after_s: float = 120.0,
+    auth: AuthStore | None = None, ops: OperationsStore | None = None,
 ) -> FastAPI:
     """Build the API over a store; `ingestor` feeds /api/health when given."""
-    app = FastAPI(title="groundwatch cloud", version=__version__)
+    # Accounts live beside a SQLite store's data; a login is asked once a user exists.
+    auth = auth or AuthStore(getattr(store, "path", ":memory:"))
+    app = FastAPI(title="groundwatch cloud", version=__version__,
+                  dependencies=[Depends(make_guard(auth))])
 
     def require_site(site: str) -> None:
         if not store.site_exists(site):
@@ -100,10 +107,12 @@ def create_app(
         }
 
     @app.get("/api/sites")
-    def sites() -> list[dict[str, Any]]:
-        """Every site: gateways and their liveness, newest data, points, alarms."""
+    def sites(request: Request) -> list[dict[str, Any]]:
+        """Every site the caller may see: gateways, liveness, newest data, alarms."""
         out = []
         for site in store.sites():
+            if not can_see(request, site):
+                continue
             gateways = site_gateways(site, summary=True)
             online = sum(1 for g in gateways if g["online"])
             out.append({"site": site, "gateways": gateways, "gateways_online": online,
@@ -171,4 +180,5 @@ def create_app(
     # Lab results and groundwater records live beside a SQLite store's data.
     gw_path = getattr(store, "path", ":memory:")
     install_groundwater(app, store, GroundwaterStore(gw_path))
+    install_web(app, store, auth, ops)
     return app

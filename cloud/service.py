@@ -13,6 +13,7 @@ from types import FrameType
 import uvicorn
 
 from cloud.api import create_app
+from cloud.auth import DEFAULT_SESSION_TTL_S, AuthStore
 from cloud.ingest import Ingestor
 from cloud.store import CloudStore
 from cloud.store_pg import PgStore, is_postgres_url
@@ -24,6 +25,7 @@ log = logging.getLogger(__name__)
 
 EXIT_OK, EXIT_FAIL = 0, 1
 DEFAULT_CLIENT_ID = "groundwatch-cloud"
+DEFAULT_PG_AUTH_DB = "cloud-auth.sqlite"
 
 
 def parse_broker_url(url: str) -> BrokerAddress:
@@ -98,6 +100,7 @@ def _safe_db(db: str) -> str:
 def run_cloud(
     db: str, broker_url: str, http_host: str, http_port: int, offline_after_s: float,
     login: BrokerLogin | None = None, share_group: str | None = None,
+    auth_db: str | None = None, session_ttl_s: float = DEFAULT_SESSION_TTL_S,
 ) -> int:
     """Run ingest and the API until SIGINT or SIGTERM; return the exit code."""
     if share_group is not None and (
@@ -126,7 +129,13 @@ def run_cloud(
     ingestor = Ingestor(store, broker_host, broker_port, client_id=client_id,
                         username=login.username, password=password, tls=tls,
                         share_group=share_group)
-    app = create_app(store, ingestor, offline_after_s=offline_after_s)
+    # Accounts are kept in SQLite: the store's own file, or --auth-db beside PostgreSQL.
+    auth = AuthStore(auth_db or (DEFAULT_PG_AUTH_DB if is_postgres_url(db) else db),
+                     session_ttl_s=session_ttl_s)
+    if not auth.has_users():
+        log.warning("no accounts in %s: the API and web app are open to anyone who "
+                    "reaches them (groundwatch users add ...)", auth.path)
+    app = create_app(store, ingestor, offline_after_s=offline_after_s, auth=auth)
     server = uvicorn.Server(uvicorn.Config(app, log_level="warning"))
 
     def on_signal(signum: int, frame: FrameType | None) -> None:
@@ -151,6 +160,7 @@ def run_cloud(
     finally:
         ingestor.stop()
         store.close()
+        auth.close()
         sock.close()
     log.info("cloud receiver stopped")
     return EXIT_OK

@@ -35,7 +35,8 @@ def _cmd_cloud(args: argparse.Namespace) -> int:
     return run_cloud(
         db=args.db, broker_url=args.broker, http_host=args.http_host,
         http_port=args.http_port, offline_after_s=args.offline_after, login=login,
-        share_group=args.share_group,
+        share_group=args.share_group, auth_db=args.auth_db,
+        session_ttl_s=args.session_hours * 3600.0,
     )
 
 
@@ -92,6 +93,12 @@ def _cmd_revoke(args: argparse.Namespace) -> int:
     print(f"revoked {username}; reload the broker: systemctl reload mosquitto "
           "(or kill -HUP its pid)")
     return EXIT_OK
+
+
+def _cmd_users(args: argparse.Namespace) -> int:
+    from groundwatch.users_cli import run_users
+
+    return run_users(args)
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
@@ -466,6 +473,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--http-port", type=int, default=8080, help="HTTP port (default 8080)")
     p.add_argument("--offline-after", type=float, default=120.0,
                    help="seconds of silence before a gateway shows offline")
+    p.add_argument("--auth-db", metavar="PATH",
+                   help="SQLite file of the web accounts (default: the --db file; "
+                   "cloud-auth.sqlite with a PostgreSQL --db)")
+    p.add_argument("--session-hours", type=float, default=8.0,
+                   help="a web login expires after this many hours (8)")
     p.add_argument("--username", help="the receiver's broker username")
     g = p.add_mutually_exclusive_group()
     g.add_argument("--password-env", metavar="VAR",
@@ -507,6 +519,14 @@ def build_parser() -> argparse.ArgumentParser:
             "groundwatch revoke --site sz-demo-01 --gateway gw-01 "
             "--broker-dir /etc/mosquitto/groundwatch")
     target_options(p)
+
+    p = add("users", _cmd_users,
+            "manage the web app's accounts: add, list, token, disable, password",
+            "groundwatch users add --db cloud.sqlite --username acme --role enterprise "
+            "--site sz-demo-01 --generate-password")
+    from groundwatch.users_cli import add_arguments as users_arguments
+
+    users_arguments(p)
 
     p = add("demo", _cmd_demo,
             "run a whole simulated site: broker, cloud, simulators and a gateway",
