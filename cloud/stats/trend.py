@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass
+from statistics import NormalDist
 from typing import Any
 
 import numpy as np
 from numpy.typing import ArrayLike
-from scipy import stats
 
 MIN_TREND_SAMPLES = 4
+_NORMAL = NormalDist()
 EXACT_MAX_N = 40
 
 # Classes of the trend decision table used by remediation monitoring tools (the
@@ -150,7 +151,7 @@ def mann_kendall(
     tie_term = float(np.sum(ties * (ties - 1) * (2 * ties + 5)))
     var_s = (n * (n - 1) * (2 * n + 5) - tie_term) / 18.0
     z = 0.0 if s == 0 or var_s <= 0 else (s - math.copysign(1, s)) / math.sqrt(var_s)
-    p = float(2 * stats.norm.sf(abs(z)))
+    p = math.erfc(abs(z) / math.sqrt(2))  # two-sided normal tail
     p_exact = None
     if ties.size == 0 and n <= EXACT_MAX_N:
         p_exact = min(1.0, 2 * _exact_upper_tail(n, abs(s))) if s else 1.0
@@ -172,7 +173,7 @@ def _order_stat(sorted_values: np.ndarray, rank_1: float) -> float:
 
 def sen_slope(
     t_yr: ArrayLike, values: ArrayLike, censored: ArrayLike | None = None,
-    conf_level: float = 0.95,
+    conf_level: float = 0.95, var_s: float | None = None,
 ) -> SenSlope:
     """Sen's slope (median of pairwise slopes) with its confidence interval.
 
@@ -190,8 +191,9 @@ def sen_slope(
     if slopes.size == 0:
         raise ValueError("Sen's slope needs at least two samples at different times")
     slope = float(np.median(slopes))
-    mk = mann_kendall(x)
-    c = stats.norm.ppf(1 - (1 - conf_level) / 2) * math.sqrt(mk.var_s)
+    if var_s is None:
+        var_s = mann_kendall(x).var_s
+    c = _NORMAL.inv_cdf(1 - (1 - conf_level) / 2) * math.sqrt(var_s)
     n_slopes = slopes.size
     low = _order_stat(slopes, (n_slopes - c) / 2)
     high = _order_stat(slopes, (n_slopes + c) / 2 + 1)
@@ -201,6 +203,8 @@ def sen_slope(
 
 def linear_regression(t_yr: ArrayLike, values: ArrayLike) -> Regression:
     """Least-squares line through the values (Guidance 17.3.1); slope per year."""
+    from scipy import stats
+
     t = np.asarray(t_yr, dtype=float)
     x = np.asarray(values, dtype=float)
     fit = stats.linregress(t, x)
@@ -248,7 +252,7 @@ def trend(
     mk = mann_kendall(x, cens)
     sen = None
     if np.unique(t).size >= 2:
-        sen = sen_slope(t, x, cens, conf_level)
+        sen = sen_slope(t, x, cens, conf_level, mk.var_s)
     confidence = 1 - mk.p / 2
     cov = coefficient_of_variation(x)
     return Trend(
