@@ -29,9 +29,9 @@ import sys
 import time
 from collections import deque
 from collections.abc import Callable
-from typing import Any
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
@@ -234,7 +234,7 @@ class Uplink:
         else:
             for batch in sorted(self.inflight.values(), key=lambda b: -b.order):
                 if batch.alone and not batch.puback:
-                    self._failed(batch, "the connection dropped while it was sent alone")
+                    self._failed(batch, "the connection dropped while it went alone")
                 elif not batch.puback:
                     self._alone.appendleft(sorted(batch.sent))
             self.inflight.clear()
@@ -327,10 +327,11 @@ class Uplink:
         as big shows it was lost on the way (a session the broker forgot): resend."""
         if later_size < batch.size:
             self._failed(batch, f"{batch.size} bytes taken by the broker, never "
-                                f"acknowledged, while a later {later_size}-byte batch was")
+                                f"acknowledged, while a later {later_size}-byte one was")
         self._acked_in_row += 1
-        if self._acked_in_row >= 20 and self._cap_bytes < self.cfg.uplink.max_payload_bytes:
-            self._cap_bytes = min(self._cap_bytes * 2, self.cfg.uplink.max_payload_bytes)
+        top = self.cfg.uplink.max_payload_bytes
+        if self._acked_in_row >= 20 and self._cap_bytes < top:
+            self._cap_bytes = min(self._cap_bytes * 2, top)
             self._acked_in_row = 0
 
     def _expire(self, now: float) -> None:
@@ -385,10 +386,10 @@ class Uplink:
         if want > 0:
             live = self._live_turn
             for newest in (live, not live):
-                readings = (self.store.outbox_readings(want, exclude, newest=True,
-                                                       since_ms=cutoff_ms)
-                            if newest else
-                            self.store.outbox_readings(want, exclude, before_ms=cutoff_ms))
+                readings = self.store.outbox_readings(
+                    want, exclude, newest=newest,
+                    since_ms=cutoff_ms if newest else None,
+                    before_ms=None if newest else cutoff_ms)
                 if readings:
                     records += readings
                     self._live_turn = not newest
@@ -412,8 +413,8 @@ class Uplink:
                 break
             if len(records) == 1:
                 if len(payload) > up.max_payload_bytes:
-                    self._park([records[0]["seq"]], f"{len(payload)} bytes encoded, "
-                               f"over uplink.max_payload_bytes = {up.max_payload_bytes}")
+                    self._park([records[0]["seq"]], f"{len(payload)} bytes encoded, over"
+                               f" uplink.max_payload_bytes = {up.max_payload_bytes}")
                     return True
                 break  # under the configured cap: the broker decides
             records = records[: len(records) // 2]

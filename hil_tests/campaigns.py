@@ -15,8 +15,8 @@ import re
 import signal
 import tempfile
 import time
-from pathlib import Path
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 from edge.config import load_config
@@ -139,7 +139,8 @@ def outage(workdir: Path, hours: float, speed: float = 900.0,
         broker.start()
         back_wall_s = time.time()
         wait_for(lambda: (query(gw_db, "SELECT min(seq) FROM outbox")[0][0] or 1e18)
-                 > seq_back, 600, f"the backlog to drain\n{edge.tail()}\n{cloud.tail()}")
+                 > seq_back, 600,
+                 f"the backlog to drain\n{edge.tail()}\n{cloud.tail()}")
         drained_s = time.time() - back_wall_s
         edge.stop()
         time.sleep(0.5)
@@ -150,10 +151,11 @@ def outage(workdir: Path, hours: float, speed: float = 900.0,
         gateway_all = _records(gw_db)
         # What came after the return, in arrival order (one receipt time per batch).
         arrivals = sorted(query(
-            cloud_db, "SELECT received_at, seq, 'reading', ts, historical FROM readings "
+            cloud_db,
+            "SELECT received_at, seq, 'reading', ts, historical FROM readings "
             "WHERE gateway='gw-demo' AND seq > ? AND seq <= ? UNION ALL "
-            "SELECT received_at, seq, event || ':' || state, ts, historical FROM events "
-            "WHERE gateway='gw-demo' AND seq > ? AND seq <= ?",
+            "SELECT received_at, seq, event || ':' || state, ts, historical "
+            "FROM events WHERE gateway='gw-demo' AND seq > ? AND seq <= ?",
             seq_at_cut, seq_back, seq_at_cut, seq_back))
         first_at = arrivals[0][0]
         first = [a for a in arrivals if a[0] == first_at]
@@ -207,7 +209,7 @@ def main() -> int:
     p = sub.add_parser("power-cut", help="SIGKILL the gateway at random moments")
     p.add_argument("--kills", type=int, default=100)
     p.add_argument("--seed", type=int, default=1)
-    p = sub.add_parser("outage", help="cut the broker for simulated hours, leak during it")
+    p = sub.add_parser("outage", help="no broker for simulated hours, a leak meanwhile")
     p.add_argument("--hours", type=float, default=12.0)
     p.add_argument("--speed", type=float, default=900.0)
     p.add_argument("--poll-interval", type=float, default=0.5)

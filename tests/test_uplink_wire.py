@@ -47,7 +47,7 @@ def demo_site_readings(tmp_path: Path, n: int) -> list[dict[str, Any]]:
 def mqtt_publish_bytes(topic: str, payload: bytes) -> int:
     """A QoS 1 PUBLISH packet's size: fixed header, topic, packet id, payload."""
     remaining = 2 + len(topic.encode()) + 2 + len(payload)
-    length_bytes = 1 + (remaining >= 128) + (remaining >= 16384) + (remaining >= 2097152)
+    length_bytes = 1 + sum(remaining >= limit for limit in (128, 16384, 2097152))
     return 1 + length_bytes + remaining
 
 
