@@ -173,6 +173,10 @@ def create_app(
         return {
             "site": site,
             "active": store.active_alarms(site),
+            # Newest state of each alarm per gateway, acknowledged or not (the
+            # command sender keeps it: cloud/commands.py).
+            "states": (app.state.commands.alarm_states(site)
+                       if hasattr(app.state, "commands") else []),
             "events": store.events(site, "alarm", limit),
             "device_events": store.events(site, "device", limit),
         }

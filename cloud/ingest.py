@@ -69,6 +69,10 @@ class Ingestor:
             contract.HEALTH_SUBSCRIPTION if site == "+" else f"{root}/{site}/+/health",
         )
         self._counts = dict.fromkeys(COUNTERS, 0)
+        # Told of what arrives (cloud/commands.py, cloud/notify.py), on the network
+        # thread after the store's commit: on_records(site, gateway, records) and
+        # on_gateway_online(site, gateway) for a live "online" status.
+        self.listeners: list[Any] = []
         self._counts_lock = threading.Lock()
         self._connected = False
         self._ready = threading.Event()
@@ -118,6 +122,23 @@ class Ingestor:
     def connected(self) -> bool:
         """Whether the broker connection is up."""
         return self._connected
+
+    def publish(self, topic: str, payload: bytes) -> bool:
+        """Publish at QoS 1 (commands to gateways); False if not queued for sending."""
+        if not self._connected:
+            return False
+        info = self._client.publish(topic, payload, qos=1)
+        return info.rc == mqtt.MQTT_ERR_SUCCESS
+
+    def _tell(self, method: str, *args: Any) -> None:
+        for listener in self.listeners:
+            func = getattr(listener, method, None)
+            if func is None:
+                continue
+            try:
+                func(*args)
+            except Exception:  # noqa: BLE001 - a listener never stops ingest
+                log.exception("%s.%s failed", type(listener).__name__, method)
 
     def counters(self) -> dict[str, int]:
         """Return a snapshot of the ingest counters."""
@@ -236,6 +257,8 @@ class Ingestor:
                         body.get("batch"), site, gateway, mqtt.error_string(info.rc))
         log.debug("batch %s from %s/%s: %d new, %d duplicate", body.get("batch"),
                   site, gateway, new, duplicates)
+        if self.listeners:  # after the ack: the gateway's round trip does not wait
+            self._tell("on_records", site, gateway, good)
 
     def _dead_letter(self, topic: str, reason: str, payload: bytes | bytearray | str,
                      site: str | None, gateway: str | None, seq: int | None = None
@@ -316,3 +339,5 @@ class Ingestor:
             log.exception("cannot store the status of %s/%s", site, gateway)
             return
         log.info("gateway %s/%s is %s", site, gateway, status)
+        if seen:
+            self._tell("on_gateway_online", site, gateway)

@@ -14,7 +14,9 @@ import uvicorn
 
 from cloud.api import create_app
 from cloud.auth import DEFAULT_SESSION_TTL_S, AuthStore
+from cloud.commands import Commands
 from cloud.ingest import Ingestor
+from cloud.notify import Notifier, load_notify_config
 from cloud.store import CloudStore
 from cloud.store_pg import PgStore, is_postgres_url
 from drivers.errors import ConfigError
@@ -101,8 +103,10 @@ def run_cloud(
     db: str, broker_url: str, http_host: str, http_port: int, offline_after_s: float,
     login: BrokerLogin | None = None, share_group: str | None = None,
     auth_db: str | None = None, session_ttl_s: float = DEFAULT_SESSION_TTL_S,
+    notify_path: str | None = None,
 ) -> int:
     """Run ingest and the API until SIGINT or SIGTERM; return the exit code."""
+    notify_cfg = load_notify_config(notify_path) if notify_path else None
     if share_group is not None and (
             not share_group or any(c in share_group for c in "/+#")):
         raise ConfigError("--share-group", "", f"{share_group!r} is not a share name "
@@ -136,6 +140,17 @@ def run_cloud(
         log.warning("no accounts in %s: the API and web app are open to anyone who "
                     "reaches them (groundwatch users add ...)", auth.path)
     app = create_app(store, ingestor, offline_after_s=offline_after_s, auth=auth)
+    # Commands to gateways and notifications live in SQLite beside the accounts.
+    commands = Commands(auth.path, ingestor.publish)
+    ingestor.listeners.append(commands)
+    app.state.commands = commands
+    notifier = None
+    if notify_cfg is not None:
+        notifier = Notifier(auth.path, notify_cfg,
+                            acked_in_cloud=commands.acknowledged_since)
+        ingestor.listeners.append(notifier)
+        log.info("notifications: %d rules, %d channels from %s", len(notify_cfg.rules),
+                 len(notify_cfg.channels), notify_path)
     server = uvicorn.Server(uvicorn.Config(app, log_level="warning"))
 
     def on_signal(signum: int, frame: FrameType | None) -> None:
@@ -152,6 +167,9 @@ def run_cloud(
              broker_port, _safe_db(db),
              f", share group {share_group}" if share_group else "")
     ingestor.start()
+    commands.start()
+    if notifier is not None:
+        notifier.start()
     try:
         server.run(sockets=[sock])
     except SystemExit as exc:  # uvicorn exits on a failed startup
@@ -159,6 +177,9 @@ def run_cloud(
         return EXIT_FAIL
     finally:
         ingestor.stop()
+        commands.close()
+        if notifier is not None:
+            notifier.close()
         store.close()
         auth.close()
         sock.close()

@@ -36,7 +36,7 @@ def _cmd_cloud(args: argparse.Namespace) -> int:
         db=args.db, broker_url=args.broker, http_host=args.http_host,
         http_port=args.http_port, offline_after_s=args.offline_after, login=login,
         share_group=args.share_group, auth_db=args.auth_db,
-        session_ttl_s=args.session_hours * 3600.0,
+        session_ttl_s=args.session_hours * 3600.0, notify_path=args.notify,
     )
 
 
@@ -315,6 +315,39 @@ def _cmd_maintenance(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _cmd_command(args: argparse.Namespace) -> int:
+    from cloud.commands import CommandError, Commands
+
+    commands = Commands(args.db)
+    try:
+        if args.action == "list":
+            for c in commands.commands(args.site):
+                what = c["body"].get("alarm") or c["body"].get("target")
+                print(f"{c['created_at']} {c['id']} {c['gateway']} {c['kind']} {what} "
+                      f"by {c['who']}: {c['state']}"
+                      + (f" ({c['result']}: {c['message']})" if c["result"] else ""))
+            return EXIT_OK
+        if not args.target:
+            raise ConfigError("groundwatch command", "target", "is required")
+        if args.action == "ack":
+            cid = commands.send_ack(args.site, args.target, args.who, args.comment,
+                                    args.gateway)
+        else:
+            if args.state is None or not args.gateway:
+                raise ConfigError("groundwatch command", "--gateway/state",
+                                  "maintenance needs --gateway and on or off")
+            cid = commands.send_maintenance(args.site, args.gateway, args.target,
+                                            args.state == "on", args.who, args.reason,
+                                            args.until)
+    except CommandError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_FAIL
+    finally:
+        commands.close()
+    print(f"command {cid} queued; the receiver sends it to the gateway")
+    return EXIT_OK
+
+
 def _cmd_hj212(args: argparse.Namespace) -> int:
     import json
 
@@ -478,6 +511,9 @@ def build_parser() -> argparse.ArgumentParser:
                    "cloud-auth.sqlite with a PostgreSQL --db)")
     p.add_argument("--session-hours", type=float, default=8.0,
                    help="a web login expires after this many hours (8)")
+    p.add_argument("--notify", metavar="TOML",
+                   help="alarm notification rules: email and webhook channels, "
+                   "escalation (docs/operations.md)")
     p.add_argument("--username", help="the receiver's broker username")
     g = p.add_mutually_exclusive_group()
     g.add_argument("--password-env", metavar="VAR",
@@ -658,6 +694,24 @@ def build_parser() -> argparse.ArgumentParser:
                    "by itself then")
     p.add_argument("target", help="DEVICE or DEVICE.POINT")
     p.add_argument("state", choices=["on", "off"])
+
+    p = add("command", _cmd_command,
+            "send a gateway a command from the cloud (acknowledge an alarm, maintenance "
+            "on/off) or list commands; the running receiver delivers it",
+            "groundwatch command --db cloud.sqlite --site sz-demo-01 ack trench-leak "
+            "--who alice --comment \"trench checked\"")
+    p.add_argument("--db", default="cloud.sqlite",
+                   help="the receiver's SQLite file (its --auth-db with PostgreSQL)")
+    p.add_argument("--site", required=True, help="site id")
+    p.add_argument("--gateway", help="gateway id (ack: default, the one that last "
+                   "reported the alarm)")
+    p.add_argument("--who", default="cloud operator", help="recorded with the event")
+    p.add_argument("--comment", default="", help="ack: recorded with the event")
+    p.add_argument("--reason", default="", help="maintenance: why")
+    p.add_argument("--until", help="maintenance: ISO 8601 end time with an offset")
+    p.add_argument("action", choices=["ack", "maintenance", "list"])
+    p.add_argument("target", nargs="?", help="ack: ALARM; maintenance: DEVICE[.POINT]")
+    p.add_argument("state", nargs="?", choices=["on", "off"], help="maintenance: on/off")
 
     p = add("leak-test", _cmd_leak_test,
             "static tank leak test on a recorded stream (time, level_mm, product "

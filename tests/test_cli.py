@@ -7,7 +7,7 @@ from groundwatch.cli import build_parser, main
 COMMANDS = ["edge", "simulate", "cloud", "demo", "check", "ack", "profiles",
             "check-config", "scan", "read", "write-coil", "test-relay",
             "install-service", "provision", "revoke", "leak-test", "leak-eval",
-            "hj212", "users", "maintenance", "firmware", "trend", "flow"]
+            "hj212", "users", "maintenance", "command", "firmware", "trend", "flow"]
 
 
 def test_all_commands_are_listed():
