@@ -7,14 +7,22 @@ import io
 import logging
 from pathlib import Path
 from typing import Any, Protocol
-from urllib.parse import quote
+from collections.abc import Awaitable, Callable
+from urllib.parse import quote, unquote
 
 from fastapi import FastAPI, HTTPException, Query, Request, Response
 from fastapi.responses import HTMLResponse, RedirectResponse
 from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel, Field
 
-from cloud.auth import SESSION_COOKIE, AuthStore, Principal, can_see, principal_of
+from cloud.auth import (
+    PUBLIC_PATHS,
+    SESSION_COOKIE,
+    AuthStore,
+    Principal,
+    can_see,
+    principal_of,
+)
 from cloud.operations import MAX_COMMENT_CHARS, OperationsStore
 from cloud.series import DEFAULT_MAX_POINTS, MAX_MAX_POINTS, decimate
 from cloud.store import normalise_ts
@@ -146,6 +154,27 @@ def install_web(app: FastAPI, store: ReadStore, auth: AuthStore,
 
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
 
+    @app.middleware("http")
+    async def audit_writes(
+        request: Request, call_next: Callable[[Request], Awaitable[Response]],
+    ) -> Response:
+        # Every change through the API is audited: routes that write their own entry
+        # (ack, comment, layout) mark the request; any other accepted write gets one
+        # naming its method and path.
+        response = await call_next(request)
+        path = request.url.path
+        state = request.scope.get("state", {})
+        if (request.method in ("POST", "PUT", "PATCH", "DELETE")
+                and path.startswith("/api/") and path not in PUBLIC_PATHS
+                and response.status_code < 400 and not state.get("audited")):
+            principal = state.get("principal")
+            parts = path.split("/")
+            site = unquote(parts[3]) if len(parts) > 3 and parts[2] == "sites" else None
+            auth.audit(principal.username if principal else "anonymous",
+                       f"api.{request.method.lower()}", site,
+                       {"path": path, "status": response.status_code})
+        return response
+
     # -- accounts --------------------------------------------------------------------
 
     @app.post("/api/auth/login")
@@ -211,6 +240,7 @@ def install_web(app: FastAPI, store: ReadStore, auth: AuthStore,
             raise HTTPException(
                 403, detail=f"a {principal.role} user may comment, not acknowledge")
         known_alarm(site, alarm)
+        request.state.audited = True
         entry = ops.add(site, alarm, kind, principal.username, body.comment)
         entry["audit_id"] = auth.audit(
             principal.username, f"alarm.{kind}", site,
@@ -300,6 +330,7 @@ def install_web(app: FastAPI, store: ReadStore, auth: AuthStore,
             ops.set_layout(site, body, principal.username)
         except ValueError as exc:
             raise HTTPException(422, detail=str(exc)) from None
+        request.state.audited = True
         auth.audit(principal.username, "config.layout", site,
                    {"items": len(body.get("items", [])),
                     "flow_deg": body.get("flow_deg")})

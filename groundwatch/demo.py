@@ -161,8 +161,58 @@ def write_site(workdir: Path, broker_port: int, leak_at_s: float) -> Path:
     return path
 
 
+# The demo's own reads of the API go with a token of the demo regulator account.
+_API_TOKEN: str | None = None
+
+DEMO_USERS = (("regulator", "regulator", ()), ("demo-enterprise", "enterprise",
+              ("demo-site",)), ("demo-engineer", "engineer", ("demo-site",)))
+
+# The demo plant's plan in metres (x east, y north): a tank with the leak cable along
+# its pipe trench, the two wells downgradient of it, the gateway in the plant room.
+DEMO_LAYOUT: dict[str, Any] = {
+    "width": 120, "height": 80, "flow_deg": 135,
+    "items": [
+        {"device": "tank1", "kind": "tank", "x": 35, "y": 55, "label": "tank1 (2.4 m)"},
+        {"device": "cable1", "kind": "cable", "x": 48, "y": 44,
+         "path": [[40, 52], [48, 44], [62, 44], [75, 36]]},
+        {"device": "mw1", "kind": "well", "x": 80, "y": 25},
+        {"device": "mw2", "kind": "well", "x": 98, "y": 40},
+        {"device": "relay1", "kind": "gateway", "x": 12, "y": 70,
+         "label": "gateway / relays"},
+    ],
+}
+
+
+def demo_accounts(db: Path) -> str:
+    """Create (or reset) the demo's web accounts and plan; return their password."""
+    global _API_TOKEN
+    import secrets
+
+    from cloud.auth import AuthStore
+    from cloud.operations import OperationsStore
+
+    password = secrets.token_urlsafe(9)
+    auth = AuthStore(db)
+    ops = OperationsStore(db)
+    try:
+        known = {u["username"] for u in auth.users()}
+        for username, role, sites in DEMO_USERS:
+            if username in known:
+                auth.set_password(username, password, actor="demo")
+            else:
+                auth.add_user(username, password, role, sites, actor="demo")
+        _API_TOKEN = auth.create_token("regulator", "demo summary", actor="demo")
+        ops.set_layout("demo-site", DEMO_LAYOUT, "demo")
+    finally:
+        ops.close()
+        auth.close()
+    return password
+
+
 def _get(url: str) -> Any:
-    with urllib.request.urlopen(url, timeout=5) as resp:
+    headers = {"Authorization": f"Bearer {_API_TOKEN}"} if _API_TOKEN else {}
+    request = urllib.request.Request(url, headers=headers)
+    with urllib.request.urlopen(request, timeout=5) as resp:
         return json.load(resp)
 
 
@@ -222,6 +272,7 @@ def run_demo(duration_s: float | None, http_port: int, workdir: str | None,
     http_port = http_port or free_port()
     leak_at_s = 20.0 if duration_s is None else max(5.0, min(20.0, duration_s / 3))
     site = write_site(work, broker_port, leak_at_s)
+    password = demo_accounts(work / "cloud.sqlite")
     api = f"http://127.0.0.1:{http_port}"
     py = [sys.executable, "-m", "groundwatch"]
 
@@ -248,6 +299,8 @@ def run_demo(duration_s: float | None, http_port: int, workdir: str | None,
         print(f"groundwatch demo running in {work}")
         print(f"  broker     {broker} on mqtt://127.0.0.1:{broker_port}")
         print(f"  cloud API  {api}/api/sites   (site 'demo-site')")
+        print(f"  web app    {api}/   log in as regulator, demo-enterprise or "
+              f"demo-engineer, password {password}")
         print(f"  site file  {site}")
         print(f"  logs       {work}/*.log;  gateway store {work}/gateway/gateway.sqlite")
         print(f"  a leak appears on cable1 at 42.5 m after {leak_at_s:.0f} s")

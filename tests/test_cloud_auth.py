@@ -206,8 +206,20 @@ def test_layout_is_engineer_only_and_audited(env):
     r = eng.put("/api/sites/acme-site/layout", json=bad)
     assert r.status_code == 422 and "layout.items[0].x" in r.json()["detail"]
     assert acme.get("/api/sites/acme-site/layout").json()["layout"]["updated_by"] == "eng"
+    entries = auth.audit_entries(site="acme-site")
+    assert [(e["actor"], e["action"]) for e in entries] == [("eng", "config.layout")]
+
+
+def test_other_writes_through_the_api_are_audited(env):
+    _, auth, app, _ = env
+    users(auth)
+    eng = client(app, "eng", "engineer-pw")
+    r = eng.put("/api/sites/acme-site/groundwater/config",
+                json={"wells": {"mw1": {"x": 0, "y": 0, "role": "source"}}})
+    assert r.status_code == 200, r.text
     entry = auth.audit_entries(site="acme-site")[0]
-    assert (entry["actor"], entry["action"]) == ("eng", "config.layout")
+    assert (entry["actor"], entry["action"], entry["detail"]["path"]) == (
+        "eng", "api.put", "/api/sites/acme-site/groundwater/config")
 
 
 def test_default_hash_is_argon2id_with_rfc9106_parameters(tmp_path):

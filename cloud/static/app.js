@@ -54,6 +54,11 @@ async function api(path, options = {}) {
 
 const enc = encodeURIComponent;
 
+// An optional part of the page (groundwater analysis): null when the receiver has none.
+async function optional(path) {
+  try { return await api(path); } catch (e) { if (e.status === 401) throw e; return null; }
+}
+
 function fmtTime(ts) {
   if (!ts) return "—";
   const d = typeof ts === "number" ? new Date(ts * 1000) : new Date(ts);
@@ -152,13 +157,19 @@ async function renderSites() {
     h("td", {}, fmtTime(s.last_data)),
     h("td", { class: "num" }, s.active_alarms > 0
       ? h("span", { class: "badge b-raised" }, s.active_alarms) : "0"),
-    h("td", {}, s.risk ? badge(s.risk.level || s.risk, s.risk.level || s.risk) : "—"),
+    h("td", { class: "risk", dataset: { site: s.site } }, "—"),
     h("td", { class: "num" }, s.points)));
   main.replaceChildren(h("section", { class: "card" }, h("h1", {}, t("sites")),
     sites.length === 0 ? message(t("no_sites")) : h("table", { id: "sites" },
       h("thead", {}, h("tr", {}, [t("site"), t("status"), t("last_data"),
         t("active_alarms"), t("risk"), t("points")].map((x) => h("th", {}, x)))),
       h("tbody", {}, rows))));
+  for (const s of sites) {
+    optional(`/api/sites/${enc(s.site)}/groundwater/verdicts`).then((v) => {
+      const cell = document.querySelector(`td.risk[data-site="${CSS.escape(s.site)}"]`);
+      if (v && v.risk && cell) cell.replaceChildren(badge(v.risk.status));
+    });
+  }
 }
 
 // -- site page ----------------------------------------------------------------------
@@ -168,14 +179,17 @@ const RANGES = { all: null, "1y": 365 * 86400, "30d": 30 * 86400, "7d": 7 * 8640
 
 async function renderSite(site) {
   document.title = `${site} – groundwatch`;
-  let points, alarms, acks, layout, sites;
+  let points, alarms, acks, layout, sites, gwConfig, gwFlow, verdicts;
   try {
-    [points, alarms, acks, layout, sites] = await Promise.all([
+    [points, alarms, acks, layout, sites, gwConfig, gwFlow, verdicts] = await Promise.all([
       api(`/api/sites/${enc(site)}/points`),
       api(`/api/sites/${enc(site)}/alarms?limit=200`),
       api(`/api/sites/${enc(site)}/acks?limit=200`),
       api(`/api/sites/${enc(site)}/layout`),
       api("/api/sites"),
+      optional(`/api/sites/${enc(site)}/groundwater/config`),
+      optional(`/api/sites/${enc(site)}/groundwater/flow`),
+      optional(`/api/sites/${enc(site)}/groundwater/verdicts`),
     ]);
   } catch (e) {
     if (e.status === 403 || e.status === 404) {
@@ -185,10 +199,15 @@ async function renderSite(site) {
   }
   const summary = sites.find((s) => s.site === site) || {};
   const params = new URLSearchParams(location.search);
-  const numeric = points.filter((p) => p.value !== null || p.quality !== "good");
+  // The first chart: a well's point if the plan names wells, else one with a unit.
+  const plan = planOf(layout.layout, gwConfig, gwFlow);
+  const wells = new Set(((plan && plan.items) || []).filter((i) => i.kind === "well")
+    .map((i) => i.device));
+  const first = points.find((p) => wells.has(p.device)) || points.find((p) => p.unit)
+    || points[0] || {};
   const view = {
     site, points, alarms, acks,
-    point: params.get("point") || (numeric[0] || points[0] || {}).point,
+    point: params.get("point") || first.point,
     range: params.get("range") || "all",
     since: params.get("since"), until: params.get("until"),
   };
@@ -199,13 +218,10 @@ async function renderSite(site) {
     h("h1", {}, site, " ",
       (summary.gateways_online || 0) > 0 ? badge("online") : badge("offline"),
       " ", h("span", { class: "muted" }, `${t("last_data")}: ${fmtTime(summary.last_data)}`),
-      summary.risk ? [" ", badge(summary.risk.level || summary.risk,
-                                 summary.risk.level || summary.risk)] : null),
+      verdicts && verdicts.risk ? [" ", t("risk"), " ", badge(verdicts.risk.status)] : null),
     h("div", { class: "grid" },
-      h("div", {}, renderPlan(view, layout.layout), latestCard),
-      h("div", {}, chartCard, alarmsCard,
-        h("section", { class: "card", id: "leak-tests" }, h("h2", {}, t("leak_tests")),
-          message(t("no_results"))))));
+      h("div", {}, renderPlan(view, plan), latestCard),
+      h("div", {}, chartCard, alarmsCard, renderVerdicts(verdicts))));
   const selectPoint = (point) => {
     view.point = point;
     renderLatest(latestCard, view, selectPoint);
@@ -214,6 +230,57 @@ async function renderSite(site) {
   renderLatest(latestCard, view, selectPoint);
   renderAlarms(alarmsCard, view);
   await renderTrend(chartCard, view);
+}
+
+// The plan: the engineer's layout, else the groundwater configuration's wells and
+// facilities; the flow arrow from the layout, else from the fitted well heads.
+function planOf(layout, gwConfig, gwFlow) {
+  const flowDeg = gwFlow && gwFlow.flow ? gwFlow.flow.direction_deg : undefined;
+  if (layout && layout.items && layout.items.length) {
+    return typeof layout.flow_deg === "number" || flowDeg === undefined
+      ? layout : { ...layout, flow_deg: Math.round(flowDeg) };
+  }
+  if (!gwConfig || (!gwConfig.wells && !gwConfig.facilities)) return layout;
+  const items = [];
+  for (const [name, w] of Object.entries(gwConfig.wells || {})) {
+    items.push({ device: name, kind: "well", x: w.x, y: w.y });
+  }
+  for (const [name, f] of Object.entries(gwConfig.facilities || {})) {
+    items.push({ device: name, kind: f.kind === "tank" ? "tank" : "other", x: f.x, y: f.y });
+  }
+  const xs = items.map((i) => i.x), ys = items.map((i) => i.y);
+  const x0 = Math.min(...xs), y0 = Math.min(...ys);
+  const pad = Math.max(Math.max(...xs) - x0, Math.max(...ys) - y0, 10) * 0.15;
+  return {
+    items: items.map((i) => ({ ...i, x: i.x - x0 + pad, y: i.y - y0 + pad })),
+    width: Math.max(...xs) - x0 + 2 * pad, height: Math.max(...ys) - y0 + 2 * pad,
+    flow_deg: flowDeg === undefined ? undefined : Math.round(flowDeg),
+  };
+}
+
+function yesNo(v) { return v === null || v === undefined ? "—" : v ? "✔" : "✘"; }
+
+function renderVerdicts(v) {
+  const card = h("section", { class: "card", id: "leak-tests" }, h("h2", {}, t("leak_tests")));
+  if (!v || !v.verdicts || !v.verdicts.wells || !Object.keys(v.verdicts.wells).length) {
+    card.append(message(t("no_results")));
+    return card;
+  }
+  const site = v.verdicts.site || {};
+  card.append(h("p", {}, t("risk"), " ", badge(v.risk.status), " ",
+    h("span", { class: "muted" }, (v.risk.reasons || []).slice(0, 3).map((r) => r.reason)
+      .join("; "))));
+  card.append(h("table", { id: "verdicts" },
+    h("thead", {}, h("tr", {}, ["", t("near_term"), t("mid_term"), t("long_term")]
+      .map((x) => h("th", {}, x)))),
+    h("tbody", {},
+      h("tr", {}, h("td", {}, h("strong", {}, t("site"))),
+        h("td", {}, yesNo(site.near_term_contained)), h("td", {}, yesNo(site.mid_term_falling)),
+        h("td", {}, yesNo(site.long_term_meets_target))),
+      Object.entries(v.verdicts.wells).map(([well, w]) => h("tr", {},
+        h("td", {}, `${well} (${w.role})`), h("td", {}, yesNo(w.near_term_contained)),
+        h("td", {}, yesNo(w.mid_term_falling)), h("td", {}, yesNo(w.long_term_meets_target)))))));
+  return card;
 }
 
 function renderPlan(view, layout) {
@@ -227,7 +294,7 @@ function renderPlan(view, layout) {
   const width = layout.width || Math.max(...xs) + 10;
   const height = layout.height || Math.max(...ys) + 10;
   const Y = (y) => height - y;  // site coordinates grow north; SVG's grow down
-  const unit = Math.min(width, height) / 40;
+  const unit = Math.min(width, height) / 28;
   const latest = Object.fromEntries(view.points.map((p) => [p.device, p]));
   const plan = svg("svg", { class: "plan", viewBox: `0 0 ${width} ${height}`,
                             "data-items": layout.items.length });
@@ -271,7 +338,7 @@ function renderPlan(view, layout) {
     plan.append(svg("g", { id: "flow-arrow", "data-deg": layout.flow_deg },
       svg("line", { x1: cx - dx, y1: cy - dy, x2: cx + dx, y2: cy + dy, stroke: "#1f6fa8",
         "stroke-width": unit * 0.4, "marker-end": "url(#arrowhead)" }),
-      svg("text", { x: cx - unit * 4.5, y: cy + unit * 4.5,
+      svg("text", { x: width - unit * 0.5, y: cy + unit * 4.5, "text-anchor": "end",
         style: `font-size:${unit * 1.1}px` }, `${t("flow")} ${layout.flow_deg}°`)));
   }
   card.append(plan);
@@ -284,7 +351,8 @@ function renderLatest(card, view, selectPoint) {
       dataset: { point: p.point, quality: p.quality },
       onclick: () => selectPoint(p.point) },
     h("td", {}, p.point), h("td", { class: "num" }, fmtValue(p.value)),
-    h("td", {}, p.unit), h("td", {}, badge(p.quality)), h("td", {}, fmtTime(p.ts))));
+    h("td", {}, p.unit), h("td", {}, badge(p.quality)),
+    h("td", { class: "when" }, fmtTime(p.ts))));
   card.replaceChildren(h("h2", {}, t("latest")), h("table", { id: "latest-table" },
     h("thead", {}, h("tr", {}, [t("point"), t("value"), "", t("quality"), t("time")]
       .map((x) => h("th", {}, x)))), h("tbody", {}, rows)));

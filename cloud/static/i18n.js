@@ -23,7 +23,8 @@ const LABELS = {
     ack: "acknowledged", note: "comment", leak_tests: "Leak tests and effect evaluation",
     no_results: "No leak-test results or effect-evaluation verdicts from this receiver yet.",
     gateways: "Gateways", role: "Role", open_mode: "No accounts exist: the API is open.",
-    saved: "Saved", failed: "Failed",
+    saved: "Saved", failed: "Failed", near_term: "Near term: contained",
+    mid_term: "Mid term: falling", long_term: "Long term: meets target",
   },
   zh: {
     lang_switch: "English", sites: "站点", login: "登录", logout: "退出",
@@ -48,7 +49,8 @@ const LABELS = {
     ack: "已确认", note: "备注", leak_tests: "泄漏检测与效果评估",
     no_results: "本接收端暂无泄漏检测结果或效果评估结论。",
     gateways: "网关", role: "角色", open_mode: "尚无账号：API 对所有人开放。",
-    saved: "已保存", failed: "失败",
+    saved: "已保存", failed: "失败", near_term: "近期：得到控制",
+    mid_term: "中期：呈下降趋势", long_term: "远期：达到目标",
   },
 };
 
@@ -57,7 +59,8 @@ const STATES = {
         out_of_range: "超量程", sentinel: "无效值", device_error: "设备故障",
         comm_lost: "通讯中断", stale: "数据停滞", maintenance: "维护中",
         clock_unsynced: "时钟未同步", regulator: "监管", enterprise: "企业",
-        engineer: "工程师", green: "绿", yellow: "黄", orange: "橙", red: "红" },
+        engineer: "工程师", green: "绿", yellow: "黄", orange: "橙", red: "红",
+        online: "在线", offline: "离线" },
 };
 
 export function currentLang() {
