@@ -8,6 +8,7 @@ import logging
 import socket
 import sqlite3
 import threading
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import paho.mqtt.client as mqtt
@@ -44,6 +45,11 @@ class Ingestor:
     no retained messages; storing them twice is harmless). A member's session is then
     clean, so the broker stops routing batches to a member that died instead of
     queueing them for it; the gateways resend what was not acknowledged.
+
+    With `writers` > 1, that many threads handle batches at once (PostgreSQL commits
+    them concurrently; SQLite one at a time, while the next is decoded), each batch's
+    PUBACK still sent only after its commit; the broker's in-flight window bounds the
+    batches held in the process.
     """
 
     def __init__(
@@ -53,6 +59,7 @@ class Ingestor:
         max_payload_bytes: int = MAX_PAYLOAD_BYTES,
         username: str | None = None, password: str | None = None,
         tls: TlsFiles | None = None, share_group: str | None = None,
+        writers: int = 1,
     ) -> None:
         self.store = store
         self.broker_host, self.broker_port = broker_host, broker_port
@@ -77,9 +84,12 @@ class Ingestor:
         self._connected = False
         self._ready = threading.Event()
         self._stopping = False
+        self.writers = writers
+        self._pool: ThreadPoolExecutor | None = None
         self._client = mqtt.Client(
             CallbackAPIVersion.VERSION2, client_id=client_id,
             protocol=mqtt.MQTTv311, clean_session=clean_session,
+            manual_ack=writers > 1,
         )
         if username:
             self._client.username_pw_set(username, password)
@@ -103,6 +113,8 @@ class Ingestor:
     def start(self) -> None:
         """Connect in the background; paho keeps reconnecting until stop()."""
         self._stopping = False
+        if self.writers > 1:
+            self._pool = ThreadPoolExecutor(self.writers, "ingest-writer")
         self._client.connect_async(self.broker_host, self.broker_port, self.keepalive_s)
         self._client.loop_start()
 
@@ -111,6 +123,9 @@ class Ingestor:
         self._stopping = True
         self._client.disconnect()
         self._client.loop_stop()
+        if self._pool is not None:
+            self._pool.shutdown(wait=True)
+            self._pool = None
         self._connected = False
         self._ready.clear()
 
@@ -189,6 +204,13 @@ class Ingestor:
     def _on_message(
         self, client: mqtt.Client, userdata: Any, msg: mqtt.MQTTMessage,
     ) -> None:
+        pool = self._pool
+        if pool is not None and msg.topic.endswith("/data"):
+            pool.submit(self._handle, client, msg)
+        else:
+            self._handle(client, msg)
+
+    def _handle(self, client: mqtt.Client, msg: mqtt.MQTTMessage) -> None:
         try:
             try:
                 site, gateway, leaf = contract.split_topic(msg.topic)
@@ -203,6 +225,9 @@ class Ingestor:
                 self._on_health(site, gateway, msg)
         except Exception:  # noqa: BLE001 - one bad message must never stop ingest
             log.exception("unexpected error handling a message on %s", msg.topic)
+        finally:
+            if self.writers > 1:  # manual PUBACKs: this one's work is committed
+                client.ack(msg.mid, msg.qos)
 
     # -- handlers --------------------------------------------------------------------
 

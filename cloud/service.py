@@ -27,6 +27,9 @@ log = logging.getLogger(__name__)
 
 EXIT_OK, EXIT_FAIL = 0, 1
 DEFAULT_CLIENT_ID = "groundwatch-cloud"
+# Batches handled at once. SQLite commits one at a time, but a second thread decodes
+# and checks the next batch meanwhile; PostgreSQL takes concurrent writers.
+PG_WRITERS, SQLITE_WRITERS = 4, 2
 DEFAULT_PG_AUTH_DB = "cloud-auth.sqlite"
 
 
@@ -132,7 +135,9 @@ def run_cloud(
                  f"{os.getpid()}" if share_group else DEFAULT_CLIENT_ID)
     ingestor = Ingestor(store, broker_host, broker_port, client_id=client_id,
                         username=login.username, password=password, tls=tls,
-                        share_group=share_group)
+                        share_group=share_group,
+                        writers=(PG_WRITERS if isinstance(store, PgStore)
+                                 else SQLITE_WRITERS))
     # Accounts are kept in SQLite: the store's own file, or --auth-db beside PostgreSQL.
     auth = AuthStore(auth_db or (DEFAULT_PG_AUTH_DB if is_postgres_url(db) else db),
                      session_ttl_s=session_ttl_s)

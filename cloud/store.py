@@ -319,21 +319,29 @@ class CloudStore:
             db = self._writer
             db.execute("BEGIN IMMEDIATE")
             try:
+                # The seqs already stored, in one query; then each table gets its rows
+                # in one executemany (a third of the cost of a statement per row).
+                seqs = [row["seq"] for _, row in rows]
+                known = {seq for seq, in db.execute(
+                    "SELECT seq FROM records WHERE site = ? AND gateway = ? AND "
+                    "seq BETWEEN ? AND ?", (site, gateway, min(seqs, default=0),
+                                            max(seqs, default=0)))}
+                fresh: dict[int, tuple[str, dict[str, Any]]] = {}
                 for kind, row in rows:
                     stored.append(row["seq"])
-                    cur = db.execute(
-                        "INSERT OR IGNORE INTO records (site, gateway, seq, kind) "
-                        "VALUES (?, ?, ?, ?)", (site, gateway, row["seq"], kind),
-                    )
-                    if cur.rowcount == 0:
+                    if row["seq"] in known or row["seq"] in fresh:
                         duplicates += 1
-                        continue
-                    new += 1
-                    if kind == "reading":
-                        db.execute(_INSERT_READING, row)
-                        db.execute(_UPSERT_LATEST, row)
                     else:
-                        db.execute(_INSERT_EVENT, row)
+                        fresh[row["seq"]] = (kind, row)
+                new = len(fresh)
+                db.executemany(
+                    "INSERT INTO records (site, gateway, seq, kind) VALUES (?, ?, ?, ?)",
+                    [(site, gateway, seq, kind) for seq, (kind, _) in fresh.items()])
+                readings = [row for kind, row in fresh.values() if kind == "reading"]
+                db.executemany(_INSERT_READING, readings)
+                db.executemany(_UPSERT_LATEST, readings)
+                db.executemany(_INSERT_EVENT,
+                               [row for kind, row in fresh.values() if kind == "event"])
                 self._touch(db, site, gateway, received_at)
                 db.execute("COMMIT")
             except BaseException:

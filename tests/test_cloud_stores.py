@@ -275,12 +275,17 @@ def test_pg_concurrent_writers_store_each_seq_once(pg_url: str) -> None:
     assert latest == {f"tank1.p{seq % 7}": seq for seq in range(n - 6, n + 1)}
 
 
-def test_shared_subscription_splits_batches_between_receivers(pg_url: str) -> None:
-    """Two Ingestors in one share group on the real Mosquitto (MQTT 3.1.1 clients)."""
+@pytest.mark.parametrize("writers", [1, 4])
+def test_shared_subscription_splits_batches_between_receivers(
+    pg_url: str, writers: int,
+) -> None:
+    """Two Ingestors in one share group on the real Mosquitto (MQTT 3.1.1 clients);
+    with writers > 1 each stores batches on several threads, PUBACK after commit."""
     site = f"test-{uuid.uuid4().hex[:10]}"
     store = PgStore(pg_url)
     ingestors = [Ingestor(store, "127.0.0.1", 1883, client_id=f"{site}-rx{k}",
-                          site=site, share_group=site) for k in range(2)]
+                          site=site, share_group=site, writers=writers)
+                 for k in range(2)]
     acks: queue.Queue[dict[str, Any]] = queue.Queue()
     pub = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"{site}-gw",
                       protocol=mqtt.MQTTv311)
