@@ -7,6 +7,7 @@ import json
 import subprocess
 import sys
 import threading
+import urllib.error
 import urllib.parse
 import urllib.request
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -66,7 +67,10 @@ def post(url, data: bytes, kind: str):
 
 
 def cloud_alarm(site):
-    states = http_json(f"{site.api}/api/sites/{SITE}/alarms")["states"]
+    try:
+        states = http_json(f"{site.api}/api/sites/{SITE}/alarms")["states"]
+    except (urllib.error.URLError, OSError):  # the receiver is still starting
+        return None
     return next((s for s in states if s["alarm"] == ALARM), None)
 
 
