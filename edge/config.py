@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import tomllib
 from pathlib import Path
 from typing import Any, Literal
@@ -11,7 +12,11 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from drivers.device import DeviceMap
 from drivers.errors import ConfigError, from_validation_error
 from drivers.profile import Profile, load_profile
+from groundwatch import standards
 from groundwatch.credentials import parse_broker_url
+from leak_detection.control_chart import DEFAULT_H, DEFAULT_K, DEFAULT_SCL, MIN_BASELINE
+
+log = logging.getLogger(__name__)
 
 
 class _Strict(BaseModel):
@@ -175,12 +180,31 @@ class RelaySection(_Strict):
 class AlarmSection(_Strict):
     name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
     point: str = Field(description="device.point")
-    kind: Literal["high", "low", "on", "off", "stale"]
+    kind: Literal["high", "low", "on", "off", "stale", "rate", "cusum"]
+    # high/low: the limit in the point's unit; rate: the rate in its unit per hour.
     setpoint: float | None = None
     hysteresis: float = Field(default=0.0, ge=0)
+    # high/low instead of setpoint: a fraction of a standard's class limit, resolved
+    # at load into the point's unit: standard = "GB/T 14848 III", parameter = "ammonia".
+    setpoint_fraction: float | None = Field(default=None, gt=0)
+    standard: str | None = None
+    parameter: str | None = None
     # stale: raised when the point's good value has not changed for max_age_s (a
     # heartbeat counter that stops, or a device that stops answering).
     max_age_s: float | None = Field(default=None, gt=0)
+    # rate: least-squares slope of the good values of the last window_s seconds.
+    window_s: float | None = Field(default=None, gt=0)
+    direction: Literal["rising", "falling"] = "rising"
+    # cusum: intrawell Shewhart-CUSUM against a fixed baseline (mean and sd) or one
+    # learned from the first baseline_n charted values and kept in the store.
+    baseline_mean: float | None = None
+    baseline_sd: float | None = Field(default=None, gt=0)
+    baseline_n: int = Field(default=MIN_BASELINE, ge=MIN_BASELINE, le=10_000)
+    h: float = Field(default=DEFAULT_H, gt=0)
+    k: float = Field(default=DEFAULT_K, ge=0)
+    scl: float = Field(default=DEFAULT_SCL, gt=0)
+    # cusum: chart the mean of each interval_s of good values (0: every value).
+    interval_s: float = Field(default=0.0, ge=0)
     latch: bool = False
     severity: Literal["info", "warning", "critical"] = "warning"
     relays: list[str] = Field(default_factory=list)
@@ -190,10 +214,29 @@ class AlarmSection(_Strict):
 
     @model_validator(mode="after")
     def _check_setpoint(self) -> "AlarmSection":
-        if self.kind in ("high", "low") and self.setpoint is None:
+        fraction = self.setpoint_fraction is not None
+        if fraction:
+            if self.kind not in ("high", "low"):
+                raise ValueError("setpoint_fraction goes with kind high or low")
+            if self.setpoint is not None:
+                raise ValueError("give setpoint or setpoint_fraction, not both")
+            if not self.standard or not self.parameter:
+                raise ValueError("setpoint_fraction needs standard and parameter")
+        elif self.standard is not None or self.parameter is not None:
+            raise ValueError("standard and parameter go with setpoint_fraction")
+        if self.kind in ("high", "low", "rate") and self.setpoint is None and not fraction:
             raise ValueError(f"a {self.kind} alarm needs setpoint")
+        if self.kind == "rate" and self.setpoint is not None and self.setpoint <= 0:
+            raise ValueError("a rate alarm's setpoint (per hour) must be above 0; "
+                             'direction = "falling" for a falling rate')
         if (self.kind == "stale") != (self.max_age_s is not None):
             raise ValueError("max_age_s goes with kind = \"stale\", and only with it")
+        if (self.kind == "rate") != (self.window_s is not None):
+            raise ValueError("window_s goes with kind = \"rate\", and only with it")
+        if (self.baseline_mean is None) != (self.baseline_sd is None):
+            raise ValueError("baseline_mean and baseline_sd go together")
+        if self.kind != "cusum" and self.baseline_mean is not None:
+            raise ValueError("baseline_mean goes with kind = \"cusum\"")
         return self
 
 
@@ -295,6 +338,10 @@ def _cross_check(cfg: SiteConfig, source: str) -> None:
             raise ConfigError(source, f"alarms[{a}].name", f"duplicate alarm {alarm.name!r}")
         names.add(alarm.name)
         resolve(f"alarms[{a}].point", alarm.point)
+        if alarm.setpoint_fraction is not None:
+            dev_name, _, point = alarm.point.partition(".")
+            unit = seen_dev[dev_name].points[point].unit
+            alarm.setpoint = _class_setpoint(alarm, unit, source, f"alarms[{a}]")
         if alarm.ack_input:
             resolve(f"alarms[{a}].ack_input", alarm.ack_input)
             polled(f"alarms[{a}].ack_input", alarm.ack_input)
@@ -303,6 +350,33 @@ def _cross_check(cfg: SiteConfig, source: str) -> None:
                 raise ConfigError(
                     source, f"alarms[{a}].relays[{r}]", f"no relay {relay_name!r}"
                 )
+
+
+def _class_setpoint(alarm: AlarmSection, unit: str, source: str, path: str) -> float:
+    """setpoint_fraction x the class limit of a standard, in the point's unit."""
+    name, _, cls = (alarm.standard or "").strip().rpartition(" ")
+    if name.replace(" ", "").upper() not in ("GB/T14848", "GB/T14848-2017"):
+        raise ConfigError(source, f"{path}.standard", f"{alarm.standard!r}: only "
+                          '"GB/T 14848 <class>" (classes I-IV) is known')
+    if cls not in standards.CLASSES[:4]:
+        raise ConfigError(source, f"{path}.standard", f"class {cls!r} is not I-IV")
+    row = standards.groundwater_limit(alarm.parameter or "")
+    if row is None:
+        raise ConfigError(source, f"{path}.parameter",
+                          f"{alarm.parameter!r} is not in GB/T 14848")
+    if row.ph_ranges is not None:
+        raise ConfigError(source, f"{path}.parameter",
+                          "pH is a range, not a limit: use high and low setpoints")
+    if not standards.is_concentration(unit):
+        raise ConfigError(source, f"{path}.setpoint_fraction",
+                          f"point {alarm.point} is in {unit or 'no unit'!r}, not a "
+                          f"concentration comparable with {row.unit}")
+    if cls not in row.checked:
+        log.warning("alarm %s: class %s limit of %s is not cross-checked "
+                    "(groundwatch/data/standards/SOURCE.md)", alarm.name, cls,
+                    row.parameter)
+    assert alarm.setpoint_fraction is not None
+    return alarm.setpoint_fraction * row.limit(cls, unit)
 
 
 def parse_config(data: dict[str, Any], source: str, base_dir: Path) -> SiteConfig:

@@ -8,6 +8,7 @@ reachable. Storing happens beside it, and syncing drains the store in the backgr
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import os
 import shutil
@@ -33,6 +34,7 @@ from edge.store import (
 from edge.uplink import Uplink, uplink_credentials
 from groundwatch import contract
 from groundwatch.contract import Quality
+from leak_detection.control_chart import Baseline
 
 log = logging.getLogger(__name__)
 
@@ -92,7 +94,8 @@ class Gateway:
             self.bus_of[dev.name] = bus.name
             self.devices[dev.name] = DeviceState(dev, cfg.maps[dev.name])
         saved = self.store.load_alarm_states()
-        self.rules = [AlarmRule(a, saved.get(a.name)) for a in cfg.alarms]
+        self.rules = [AlarmRule(a, saved.get(a.name), self._stored_baseline(a.name),
+                                clock) for a in cfg.alarms]
         self.rules_by_point: dict[tuple[str, str], list[AlarmRule]] = {}
         for rule in self.rules:
             self.rules_by_point.setdefault((rule.device, rule.point), []).append(rule)
@@ -207,9 +210,29 @@ class Gateway:
                 continue  # maintenance suppresses the point's alarms
             for rule in rules:
                 t = rule.evaluate(s.value, s.quality == Quality.GOOD, ts, now_s)
+                if rule.learned is not None:
+                    self._store_baseline(rule)
                 if t is not None:
                     changed.append((rule, t))
         self._commit_transitions(changed, ts)
+
+    def _stored_baseline(self, alarm: str) -> Baseline | None:
+        """A cusum alarm's baseline learned before a restart (store meta table)."""
+        text = self.store.meta(f"alarm_baseline.{alarm}")
+        if text is None:
+            return None
+        data = json.loads(text)
+        return Baseline(float(data["mean"]), float(data["sd"]), int(data["n"]))
+
+    def _store_baseline(self, rule: AlarmRule) -> None:
+        b = rule.learned
+        assert b is not None
+        if self._stored(f"baseline {rule.cfg.name}", self.store.set_meta,
+                        f"alarm_baseline.{rule.cfg.name}",
+                        json.dumps({"mean": b.mean, "sd": b.sd, "n": b.n})):
+            rule.learned = None  # else tried again at the next sample
+            log.info("site=%s alarm=%s baseline learned: mean %.6g sd %.6g of %d values",
+                     self.cfg.site.id, rule.cfg.name, b.mean, b.sd, b.n)
 
     def _commit_transitions(self, changed: list[tuple[AlarmRule, Transition]],
                             ts: str) -> None:
@@ -356,7 +379,7 @@ class Gateway:
             del self.maintenance[target]
             for rule in self.rules:
                 if rule.device == device and (not point or rule.point == point):
-                    rule.changed_s = None  # a stale alarm's age counts from now
+                    rule.restart()  # ages, rate windows and CUSUMs count from now
             events.append({"source": target, "event": "maintenance", "state": "off",
                            "message": f"by {by}: {req.text or 'maintenance over'}",
                            "ts": ts})

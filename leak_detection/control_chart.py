@@ -63,13 +63,16 @@ class ShewhartCusum:
     scl: float = DEFAULT_SCL
     cusum: float = 0.0
     points: list[ChartPoint] = field(default_factory=list)
+    # False on an endless stream (the gateway): points are not kept, only the sum.
+    keep_points: bool = True
 
     def update(self, value: float) -> ChartPoint:
         """Add one compliance value: Z = (x - mean) / sd; S = max(0, S + Z - k)."""
         z = (value - self.baseline.mean) / self.baseline.sd
         self.cusum = max(0.0, self.cusum + z - self.k)
         point = ChartPoint(z, self.cusum, z > self.scl, self.cusum > self.h)
-        self.points.append(point)
+        if self.keep_points:
+            self.points.append(point)
         return point
 
     @property
