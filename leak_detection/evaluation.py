@@ -48,8 +48,23 @@ class EvalModel:
     # shorter near the top (the manway and the shallow backfill).
     relax_h: tuple[float, float] = (10.0, 30.0)
     relax_top_fraction: float = 0.3
-    # Delivered product stratifies (warm on top either way: warm floats, cold sinks);
-    # top-to-bottom difference as a fraction of the mixed offset, plus a base.
+    # Incomplete mixing: a share of the delivered batch does not mix during the fill
+    # and lies as a layer on the bottom (a cold batch) or on top (a warm one). Its
+    # excess temperature passes into the rest of the column (heat kept, so the true
+    # volume barely moves, but thermistors see it move) with a time constant of hours,
+    # and the layer's edge spreads.
+    unmixed_fraction: tuple[float, float] = (0.0, 0.6)
+    layer_relax_h: tuple[float, float] = (2.0, 8.0)
+    layer_edge_mm: tuple[float, float] = (20.0, 80.0)
+    layer_spread_mm_per_sqrt_h: float = 25.0
+    # The probe stands at one place: the batch enters at the fill pipe, and until
+    # the product mixes along the tank the probe's column differs from the tank's
+    # mean by a share of the mixed offset (either sign). Heat only moves along the
+    # tank, so the true volume does not change; the thermistors see it relax.
+    horizontal_fraction: float = 0.05
+    horizontal_relax_h: tuple[float, float] = (1.0, 4.0)
+    # Smooth stratification (warm on top either way), top-to-bottom difference as a
+    # fraction of the mixed offset plus a base, decaying over hours.
     strat_fraction: tuple[float, float] = (0.2, 0.5)
     strat_base_c: float = 0.1
     strat_decay_h: tuple[float, float] = (3.0, 10.0)
@@ -58,19 +73,22 @@ class EvalModel:
     skin_c: tuple[float, float] = (0.0, 0.3)
     # Diurnal swing reaching the top of the product through the backfill.
     diurnal_c: float = 0.02
-    # The shell deflects under the delivered load and creeps back: apparent volume.
-    deform_l: tuple[float, float] = (0.0, 8.0)
-    deform_h: tuple[float, float] = (0.5, 2.0)
+    # The shell and end caps deflect under the delivered load and creep back: an
+    # apparent volume loss per unit fill, relaxing with a time constant of hours.
+    deform_l: tuple[float, float] = (0.0, 10.0)
+    deform_h: tuple[float, float] = (0.5, 3.0)
+    # Magnetostrictive probe: 0.001 in level resolution, 0.1 °F temperature
+    # resolution (the registers of a common ATG Modbus map), small electronic noise.
     level_resolution_mm: float = 0.001 * MM_PER_INCH
     level_noise_mm: float = 0.015
-    temp_resolution_c: float = 0.001
-    temp_noise_c: float = 0.003
+    temp_resolution_c: float = 0.1 * F_TO_C
+    temp_noise_c: float = 0.005
     temp_bias_c: float = 0.05
     sample_s: float = 10.0
     delivery_min: float = 10.0
-    wait_h: float = 8.0
-    test_h: float = 2.0
-    slices: int = 40
+    # The stream runs this long after the delivery; the detector picks its own wait.
+    stream_h: float = 16.0
+    slices: int = 120
 
     @property
     def length_mm(self) -> float:
@@ -113,29 +131,50 @@ def simulate_stream(
     beta = model.expansion_per_c * (1 + model.expansion_sd_fraction * rng.standard_normal())
     t_ref = 15.0
 
-    # Time axis: delivery ends at t = 0, the stream runs to wait + test (+ margin).
+    # Time axis: delivery ends at t = 0, the stream runs stream_h after it.
     delivery_s = model.delivery_min * 60
     t0 = -delivery_s - 600.0
-    t_end = (model.wait_h + model.test_h) * 3600 + 900.0
-    t = np.arange(t0, t_end, model.sample_s)
+    t = np.arange(t0, model.stream_h * 3600, model.sample_s)
     t_h = np.maximum(t, 0.0) / 3600
 
-    # Temperatures after delivery: the mix, relaxing; stratification decaying.
-    delivered = (fill - fill_before) / fill
+    # The delivered batch at offset from the old product (at ground temperature): a
+    # share mixes in the fill, the rest lies as a layer at the bottom or the top.
+    volume0_l = fill * capacity_l
+    delivered_l = (fill - fill_before) * capacity_l
+    old_l = volume0_l - delivered_l
+    offset_c = offset_f * F_TO_C
     tg = model.ground_c + 0.3 * rng.standard_normal()
-    mix_c = offset_f * F_TO_C * delivered
+    unmixed = rng.uniform(*model.unmixed_fraction) if offset_f else 0.0
+    layer_l = unmixed * delivered_l
+    column_l = volume0_l - layer_l
+    mixed_c = offset_c * (delivered_l - layer_l) / column_l
+    layer_excess_c = offset_c - mixed_c
+    level0 = float(chart.level_mm(volume0_l))
+    cold = offset_c < 0
+    boundary_mm = float(chart.level_mm(layer_l if cold else volume0_l - layer_l))
+    layer_tau_h = rng.uniform(*model.layer_relax_h)
+    edge_mm = rng.uniform(*model.layer_edge_mm)
     tau_h = rng.uniform(*model.relax_h)
-    strat_c = model.strat_base_c + abs(mix_c) * rng.uniform(*model.strat_fraction)
+    strat_c = model.strat_base_c + abs(offset_c) * (delivered_l / volume0_l) * rng.uniform(
+        *model.strat_fraction)
     strat_tau_h = rng.uniform(*model.strat_decay_h)
     skin_c = rng.uniform(*model.skin_c)
     phase = rng.uniform(0, 2 * math.pi)
-    level0 = float(chart.level_mm(fill * capacity_l))
+    horizontal_c = mixed_c * model.horizontal_fraction * rng.uniform(-1.0, 1.0)
+    horizontal_h = rng.uniform(*model.horizontal_relax_h)
 
     def field_c(z_mm: np.ndarray) -> np.ndarray:
         """Temperature (°C) at heights z_mm (column) and times t (row)."""
         zf = (z_mm / level0)[:, None]
         tau = tau_h * (1 - model.relax_top_fraction * zf)
-        relax = mix_c * np.exp(-t_h[None, :] / tau)
+        # The layer's excess passes into the column: the column gains what it loses.
+        left = np.exp(-t_h / layer_tau_h)[None, :]
+        width = edge_mm + model.layer_spread_mm_per_sqrt_h * np.sqrt(t_h)[None, :]
+        side = (boundary_mm - z_mm[:, None]) if cold else (z_mm[:, None] - boundary_mm)
+        inside = 0.5 * (1 + np.tanh(side / width))
+        gained = layer_excess_c * (layer_l / volume0_l) * (1 - left)
+        excess = mixed_c + gained + layer_excess_c * left * inside
+        relax = excess * np.exp(-t_h[None, :] / tau)
         strat = strat_c * (zf - 0.5 + 0.3 * (zf - 0.5) ** 2) * np.exp(-t_h / strat_tau_h)
         skin = skin_c * (zf > 1 - model.skin_fraction) * np.exp(-t_h / strat_tau_h)
         diurnal = model.diurnal_c * zf * np.sin(2 * np.pi * t[None, :] / 86400 + phase)
@@ -166,6 +205,7 @@ def simulate_stream(
     level = np.round(level / model.level_resolution_mm) * model.level_resolution_mm
     heights = np.asarray(model.thermistor_fractions) * d
     readings = field_c(heights)
+    readings += horizontal_c * np.exp(-t_h / horizontal_h)[None, :] * (t >= 0)[None, :]
     readings += model.temp_bias_c * rng.standard_normal(len(heights))[:, None]
     readings += model.temp_noise_c * rng.standard_normal(readings.shape)
     readings = np.round(readings / model.temp_resolution_c) * model.temp_resolution_c
@@ -195,8 +235,7 @@ class TargetResult:
 
 
 def _settings_for(target_gph: float, model: EvalModel) -> LeakTestSettings:
-    return LeakTestSettings(target_gph=target_gph, max_test_s=model.test_h * 3600,
-                        min_test_s=min(3600.0, model.test_h * 3600))
+    return LeakTestSettings(target_gph=target_gph)
 
 
 def evaluate(

@@ -36,8 +36,11 @@ class LeakTestSettings:
     # Waits after a delivery and after dispensing before the product is settled.
     delivery_settle_s: float = 8 * 3600.0
     dispensing_settle_s: float = 1800.0
+    # Longer than the leader's 2 h: with 0.1 °F thermistor steps and layers left by
+    # a delivery, 3 h cuts the tight-tank spread by a quarter (docs/leak_detection.md).
+    # A shorter quiet stretch gives a shorter test with a wider interval.
     min_test_s: float = 3600.0
-    max_test_s: float = 7200.0
+    max_test_s: float = 10800.0
     # A product movement: the compensated volume changes by event_l within
     # 2 x block_s (block means). Thermal and leak rates are far below it.
     event_l: float = 3.0
@@ -46,6 +49,19 @@ class LeakTestSettings:
     # quiet period); the gateway, which has no history at start, sets this False.
     settled_at_start: bool = True
     confidence: float = 0.95
+    # Waiting rule, applied after the fixed settle time and checked every
+    # settle_step_s over the settle_check_s before the test would start: the
+    # average product temperature changes by less than max_temperature_rate_c_per_h
+    # (0.2 °F/h; certified tightness tests start at 0.1 °F/h), and no submerged
+    # thermistor's rate differs from the average rate by more than
+    # max_gradient_rate_c_per_h (an unmixed layer still giving its heat to the
+    # column, which thermistors between it and the rest weigh wrongly). Gives up
+    # max_settle_s after the movement.
+    max_temperature_rate_c_per_h: float = 0.2 * 5 / 9
+    max_gradient_rate_c_per_h: float = 0.07
+    settle_check_s: float = 7200.0
+    settle_step_s: float = 1800.0
+    max_settle_s: float = 24 * 3600.0
 
     @property
     def threshold_gph(self) -> float:
@@ -60,6 +76,10 @@ class Window:
     start_s: float
     end_s: float
     after: str  # what it follows: "start", "delivery" or "dispensing"
+    # The quiet stretch the window lies in: from the end of the movement it follows
+    # (or the stream's start) to the next movement (or the stream's end).
+    quiet_start_s: float = math.nan
+    quiet_end_s: float = math.nan
 
 
 @dataclass
@@ -137,23 +157,71 @@ def quiet_windows(
     """Settled quiet stretches between movements, at least min_test_s long."""
     events = movements(t_s, volume_tc_l, settings)
     t0, t_end = float(t_s[0]), float(t_s[-1])
-    starts: list[tuple[float, str]] = []
+    starts: list[tuple[float, float, str]] = []
     ends: list[float] = []
     if settings.settled_at_start:
-        starts.append((t0, "start"))
+        starts.append((t0, t0, "start"))
     else:
-        starts.append((t0 + settings.delivery_settle_s, "start"))
+        starts.append((t0 + settings.delivery_settle_s, t0, "start"))
     for ev_start, ev_end, kind in events:
         ends.append(ev_start)
         settle = (settings.delivery_settle_s if kind == "delivery"
                   else settings.dispensing_settle_s)
-        starts.append((ev_end + settle, kind))
+        starts.append((ev_end + settle, ev_end, kind))
     ends.append(t_end)
     out = []
-    for (start, after), end in zip(starts, ends):
+    for (start, quiet_start, after), end in zip(starts, ends):
         if end - start >= settings.min_test_s:
-            out.append(Window(start, min(end, start + settings.max_test_s), after))
+            out.append(Window(start, min(end, start + settings.max_test_s), after,
+                              quiet_start, end))
     return out
+
+
+def settled(
+    t_s: FloatArray, temps: FloatArray, weights: FloatArray, from_s: float,
+    at_s: float, settings: LeakTestSettings,
+) -> tuple[bool, float, float]:
+    """The waiting rule at at_s: (settled, average rate, largest gradient rate) °C/h.
+
+    Rates are straight-line fits of each thermistor over the check span before
+    at_s (from from_s at the earliest); only thermistors with weight count.
+    """
+    sel = (t_s >= max(from_s, at_s - settings.settle_check_s)) & (t_s <= at_s)
+    if int(sel.sum()) < 10 or float(t_s[sel][-1] - t_s[sel][0]) < \
+            settings.settle_check_s / 8:
+        return False, math.nan, math.nan
+    x = (t_s[sel] - t_s[sel].mean()) / 3600
+    y = temps[sel]
+    rates = (x @ (y - y.mean(axis=0))) / float(x @ x)
+    wet = weights > 0
+    average = float(rates @ weights)
+    gradient = float(np.max(np.abs(rates[wet] - average))) if wet.any() else 0.0
+    ok = (abs(average) <= settings.max_temperature_rate_c_per_h
+          and gradient <= settings.max_gradient_rate_c_per_h)
+    return ok, average, gradient
+
+
+def settled_window(
+    t_s: FloatArray, temps: FloatArray, weights: FloatArray, w: Window,
+    settings: LeakTestSettings,
+) -> tuple[Window | None, str]:
+    """Delay a window's start until the waiting rule holds; None if it never does."""
+    if w.after == "start" and settings.settled_at_start:
+        return w, ""
+    start = w.start_s
+    why = ""
+    while start + settings.min_test_s <= w.quiet_end_s and \
+            start - w.quiet_start_s <= settings.max_settle_s:
+        ok, average, gradient = settled(t_s, temps, weights, w.quiet_start_s, start,
+                                        settings)
+        if ok:
+            return Window(start, min(w.quiet_end_s, start + settings.max_test_s),
+                          w.after, w.quiet_start_s, w.quiet_end_s), ""
+        why = (f"product not settled {(start - w.quiet_start_s) / 3600:.1f} h after "
+               f"the {w.after}: temperature {average * 1.8:+.3f} °F/h, thermistor "
+               f"rates {gradient * 1.8:.3f} °F/h apart")
+        start += settings.settle_step_s
+    return None, why
 
 
 def rate_fit(
@@ -239,7 +307,15 @@ def leak_test(
     if not windows:
         return inconclusive(f"no settled quiet period of {settings.min_test_s / 3600:g} "
                             "h in the stream")
-    w = windows[0]
+    found: Window | None = None
+    why = ""
+    for candidate in windows:
+        found, why = settled_window(t, temps, weights, candidate, settings)
+        if found is not None:
+            break
+    if found is None:
+        return inconclusive(why)
+    w = found
     sel = (t >= w.start_s) & (t <= w.end_s)
     if int(sel.sum()) < 10:
         return inconclusive("fewer than 10 samples in the quiet period")

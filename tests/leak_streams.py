@@ -52,8 +52,12 @@ def tank_toml(target_gph: float) -> str:
 
 def generate(rng: np.random.Generator, fill: float, offset_f: float,
              leak_gph: float, sample_s: float = 10.0, wait_h: float = 9.0,
-             test_h: float = 2.2, plume_fraction: float = 0.4) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(t_s, level_mm, temperatures (n, 6)) from before a delivery to the test's end."""
+             test_h: float = 7.0, plume_fraction: float = 0.4) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(t_s, level_mm, temperatures (n, 6)) from before a delivery to the test's end.
+
+    The tank stays quiet wait_h + test_h (16 h) after the delivery; the detector
+    chooses its own wait and test window inside that.
+    """
     n_layers = 16
     capacity_l = float(segment_l(np.array([DIAMETER_MM]))[0])
     grid = np.linspace(0, DIAMETER_MM, 4001)

@@ -77,7 +77,7 @@ def test_movements_and_settling():
     # Dispensing 40 L over 5 minutes at 1 h, a 2000 L delivery at 3 h.
     level -= np.clip((t - 3600) / 300, 0, 1) * 40
     level += np.clip((t - 3 * 3600) / 900, 0, 1) * 2000
-    settings = LeakTestSettings()
+    settings = LeakTestSettings(max_test_s=7200)
     moves = movements(t, level, settings)
     assert [m[2] for m in moves] == ["dispensing", "delivery"]
     assert moves[0][0] == pytest.approx(3600, abs=180)
@@ -135,3 +135,33 @@ def test_sudden_loss_alarms_within_minutes_and_not_on_drift():
     idle = SuddenLossDetector(threshold_l=20.0)
     assert all(idle.update(float(i), 10000.0 - i, quiet=False) is None
                for i in range(600))
+
+
+def layered_stream(rng, layer_tau_h, hours=20.0, sample_s=30.0):
+    """A delivery at 0 h leaves a cold bottom layer around the lowest thermistor
+    whose excess passes into the column: the thermistors' rates disagree."""
+    t = np.arange(-3600.0, hours * 3600, sample_s)
+    th = np.maximum(t, 0) / 3600
+    level = 1000.0 + np.clip((t + 900) / 900, 0, 1) * 400 + 0.005 * rng.standard_normal(len(t))
+    excess = -3.0 * np.exp(-th / layer_tau_h) * (t >= 0)
+    temps = np.column_stack([15 + excess, 15 - excess / 10, 15 - excess / 10])
+    return t, level, np.round(temps / 0.0556) * 0.0556
+
+
+def test_wait_after_a_delivery_lengthens_while_thermistors_disagree():
+    rng = np.random.default_rng(8)
+    settings = LeakTestSettings(target_gph=0.2)
+    quick = leak_test(*layered_stream(rng, 1.0), TANK, settings)
+    # A layer relaxing in 1 h is settled by the fixed 8 h wait.
+    assert quick.verdict == "pass"
+    assert quick.start_s == pytest.approx(8 * 3600, abs=600)
+    # One relaxing in 6 h still moves 3 °C / 6 h * exp(-8/6) = 0.13 °C/h at 8 h
+    # (above the 0.07 °C/h rule): the test waits until the rates agree.
+    slow = leak_test(*layered_stream(rng, 6.0), TANK, settings)
+    expected_h = 6.0 * np.log(3.0 / 6.0 / 0.07)  # rate falls to the limit: 8.7 h
+    assert slow.verdict == "pass"
+    assert expected_h < slow.start_s / 3600 < expected_h + 2.5 + 0.5
+    # A stream that ends before the layer settles is inconclusive, saying why.
+    short = leak_test(*layered_stream(rng, 12.0, hours=12.0), TANK, settings)
+    assert short.verdict == "inconclusive" and "not settled" in short.reason
+
