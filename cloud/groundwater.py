@@ -172,10 +172,10 @@ def analyse_series(
 def group_results(
     results: Iterable[LabResult],
 ) -> dict[tuple[str, str], list[LabResult]]:
-    """Concentration results by (well, constituent); levels are left out."""
+    """Concentration results by (well, constituent); levels and soil are left out."""
     out: dict[tuple[str, str], list[LabResult]] = defaultdict(list)
     for r in results:
-        if not r.is_level:
+        if not r.is_level and not standards.is_soil_unit(r.unit):
             out[(r.well, r.constituent)].append(r)
     return dict(out)
 

@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import logging
 from collections import defaultdict
-from datetime import datetime
+from datetime import UTC, date, datetime
 from typing import Any, Literal, Protocol
 
-from fastapi import APIRouter, FastAPI, HTTPException, Request
+from fastapi import APIRouter, FastAPI, HTTPException, Query, Request
+from fastapi.responses import Response
 from pydantic import BaseModel, Field
 
 from cloud import groundwater as gw
+from cloud import selfmonitoring as sm
 from cloud.gw_store import GroundwaterStore
 from cloud.labdata import (
     LabDataError, LabResult, parse_date, parse_result, parse_results, parse_wells,
@@ -142,6 +144,7 @@ def install_groundwater(app: FastAPI, store: ReadingSource,
             for point, target in (body.get("sensors") or {}).items():
                 if not {"well", "constituent"} <= set(target):
                     raise ValueError(f"sensors.{point}: needs well and constituent")
+            sm.check_config(body)
         except (KeyError, TypeError, ValueError) as exc:
             raise HTTPException(422, detail=str(exc)) from None
         gws.set_config(site, body)
@@ -249,5 +252,34 @@ def install_groundwater(app: FastAPI, store: ReadingSource,
         """Effect-evaluation verdicts per well and site, and the site risk status."""
         out = analysis(site)
         return {"site": site, "verdicts": out["verdicts"], "risk": out["risk"]}
+
+    @router.get("/self-monitoring")
+    def get_self_monitoring(site: str, as_of: str | None = None) -> dict[str, Any]:
+        """HJ 1209 schedule: each object's last sampling, due date, whether overdue."""
+        require(site)
+        try:
+            today = date.fromisoformat(as_of) if as_of else datetime.now(UTC).date()
+            out = sm.schedule(gws.config(site) or {}, gws.results(site), today)
+        except ValueError as exc:
+            raise HTTPException(422 if as_of else 409, detail=str(exc)) from None
+        return {"site": site, **out}
+
+    @router.get("/self-monitoring/summary", response_model=None)
+    def get_self_monitoring_summary(
+        site: str, year: int = Query(ge=1900, le=9999),
+        format: Literal["json", "csv"] = "json",
+    ) -> dict[str, Any] | Response:
+        """The year's results per location and constituent against the standards."""
+        require(site)
+        try:
+            out = sm.yearly_summary(gws.config(site) or {}, gws.results(site), year)
+        except ValueError as exc:
+            raise HTTPException(409, detail=str(exc)) from None
+        if format == "csv":
+            return Response(sm.summary_csv(site, out),
+                            media_type="text/csv; charset=utf-8",
+                            headers={"Content-Disposition": f'attachment; filename='
+                                     f'"{site}_self_monitoring_{year}.csv"'})
+        return gw.finite({"site": site, **out})
 
     app.include_router(router)

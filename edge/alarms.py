@@ -143,7 +143,7 @@ class AlarmRule:
         return self._move(signed > limit, round(rate, 6), ts)
 
     def _cusum(self, value: float, ts: str, now_s: float) -> Transition | None:
-        """Chart a value (or the mean of an interval's values); learn a baseline first."""
+        """Chart a value (or an interval's mean); learn the baseline first if needed."""
         c = self.cfg
         x = value
         if c.interval_s > 0:

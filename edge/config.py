@@ -224,7 +224,8 @@ class AlarmSection(_Strict):
                 raise ValueError("setpoint_fraction needs standard and parameter")
         elif self.standard is not None or self.parameter is not None:
             raise ValueError("standard and parameter go with setpoint_fraction")
-        if self.kind in ("high", "low", "rate") and self.setpoint is None and not fraction:
+        needs = self.kind in ("high", "low", "rate")
+        if needs and self.setpoint is None and not fraction:
             raise ValueError(f"a {self.kind} alarm needs setpoint")
         if self.kind == "rate" and self.setpoint is not None and self.setpoint <= 0:
             raise ValueError("a rate alarm's setpoint (per hour) must be above 0; "

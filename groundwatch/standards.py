@@ -47,6 +47,11 @@ def is_concentration(unit: str) -> bool:
     return key in _WATER or key in _SOIL
 
 
+def is_soil_unit(unit: str) -> bool:
+    """Whether the unit is a soil concentration (mg/kg, µg/kg, g/kg)."""
+    return _unit_key(unit) in _SOIL
+
+
 def _norm(name: str) -> str:
     return " ".join(name.strip().lower().replace("_", " ").split())
 

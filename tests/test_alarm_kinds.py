@@ -177,7 +177,8 @@ def test_cusum_charts_interval_means_and_starts_learning_again_over_a_flat_start
     # A minute closes with the first value 60 s after it opened.
     clock = Clock()
     r = rule(clock, kind="cusum", interval_s=60.0)
-    values = [v for m in NICKEL_BASELINE + NICKEL_COMPLIANCE for v in (m - 1, m + 1) * 5]
+    means = NICKEL_BASELINE + NICKEL_COMPLIANCE
+    values = [v for m in means for v in (m - 1, m + 1) * 5]
     got = feed(r, clock, values + [0.0], 6.0)
     assert r.learned is not None and r.learned.n == 8
     assert r.learned.mean == pytest.approx(25.1375)
@@ -235,7 +236,8 @@ def test_setpoint_as_a_fraction_of_a_class_limit(tmp_path):
     cfg = parse_config(site(
         tmp_path,
         {"name": "nh4", "point": "p1.nh4_mg_l", "kind": "high",
-         "setpoint_fraction": 0.5, "standard": "GB/T 14848 III", "parameter": "ammonia"},
+         "setpoint_fraction": 0.5, "standard": "GB/T 14848 III",
+         "parameter": "ammonia"},
         {"name": "bz", "point": "p1.benzene_ug_l", "kind": "high",
          "setpoint_fraction": 0.8, "standard": "GB/T 14848-2017 IV",
          "parameter": "BENZENE"},
