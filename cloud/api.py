@@ -181,8 +181,9 @@ def create_app(
             "device_events": store.events(site, "device", limit),
         }
 
-    # Lab results and groundwater records live beside a SQLite store's data.
-    gw_path = getattr(store, "path", ":memory:")
+    # Lab results and groundwater records live beside a SQLite store's data; beside
+    # PostgreSQL, in the accounts' SQLite file (--auth-db, cloud-auth.sqlite).
+    gw_path = getattr(store, "path", None) or auth.path
     install_groundwater(app, store, GroundwaterStore(gw_path))
     install_web(app, store, auth, ops)
     return app

@@ -312,14 +312,26 @@ def analyse_site(
                      "off_axis_deg": round(b.off_axis_deg, 2)}
                     for b in candidate_sources(flow, well, cfg.wells, cfg.facilities,
                                                cfg.sector_deg)]
+    verdicts = _verdicts(series, cfg)
+    risk = _risk(series, quick_screens, incidents, active_alarms, cfg)
+    verdicts["caveats"] = risk["caveats"] = caveats(cfg)
     return {
         "series": [s.to_json() for s in series],
         "flow": latest_flow,
         "flow_by_event": flows,
         "candidate_sources": sources,
-        "verdicts": _verdicts(series, cfg),
-        "risk": _risk(series, quick_screens, incidents, active_alarms, cfg),
+        "verdicts": verdicts,
+        "risk": risk,
     }
+
+
+def caveats(cfg: SiteConfig) -> list[str]:
+    """What the verdicts rest on that is not checked: class I or II limits."""
+    if cfg.target_class in ("I", "II"):
+        return [f"target class {cfg.target_class}: the GB/T 14848 class I and II "
+                "limits are not cross-checked against the printed standard "
+                "(groundwatch/data/standards/SOURCE.md)"]
+    return []
 
 
 def finite(value: Any) -> Any:

@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import csv
 import io
+import sys
 from datetime import date
+from pathlib import Path
 
 import pytest
 from argon2 import PasswordHasher
@@ -250,3 +252,35 @@ def test_enterprise_users_see_only_their_own_sites_groundwater(env):
     reg = TestClient(app)
     reg.post("/api/auth/login", json={"username": "reg", "password": "regulator-pw"})
     assert reg.get("/api/sites/other-site/self-monitoring").status_code == 200
+
+
+def test_verdicts_on_class_i_or_ii_say_they_rest_on_unchecked_limits(env):
+    app, _ = env
+    c = TestClient(app)
+    for target, expected in (("III", 0), ("II", 1), ("I", 1)):
+        load(c, "acme-site", {**CONFIG, "target_class": target})
+        out = c.get("/api/sites/acme-site/groundwater/verdicts").json()
+        assert len(out["verdicts"]["caveats"]) == expected, target
+        assert out["risk"]["caveats"] == out["verdicts"]["caveats"]
+        if expected:
+            assert "not cross-checked" in out["verdicts"]["caveats"][0]
+
+
+def test_beside_postgresql_groundwater_records_persist_in_the_accounts_file(tmp_path):
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # hil_tests/ helpers
+    from cloud.store_pg import PgStore
+    from hil_tests.pgdb import temp_database
+
+    with temp_database() as url:
+        for attempt in range(2):
+            store = PgStore(url)
+            auth = AuthStore(tmp_path / "cloud-auth.sqlite", hasher=FAST)
+            c = TestClient(create_app(store, auth=auth))
+            if attempt == 0:
+                load(c, "acme-site")
+            else:  # a restarted receiver still has them
+                out = c.get("/api/sites/acme-site/self-monitoring",
+                            params={"as_of": "2025-03-01"}).json()
+                assert out["overdue"] == ["MW-9", "S2"]
+            auth.close()
+            store.close()
