@@ -13,6 +13,8 @@ from drivers.device import DeviceMap
 from drivers.errors import ConfigError, from_validation_error
 from drivers.profile import Profile, load_profile
 from groundwatch import standards
+from edge.tank_config import CableSection, TankSection
+from edge.tank_config import cross_check as _cross_check_leaks
 from groundwatch.credentials import parse_broker_url
 from leak_detection.control_chart import DEFAULT_H, DEFAULT_K, DEFAULT_SCL, MIN_BASELINE
 
@@ -248,6 +250,8 @@ class SiteConfig(_Strict):
     buses: list[BusSection] = Field(default_factory=list)
     relays: dict[str, RelaySection] = Field(default_factory=dict)
     alarms: list[AlarmSection] = Field(default_factory=list)
+    tanks: list[TankSection] = Field(default_factory=list)
+    cables: list[CableSection] = Field(default_factory=list)
     simulation: dict[str, Any] = Field(
         default_factory=dict, description="read by `groundwatch simulate` only"
     )
@@ -388,6 +392,7 @@ def parse_config(data: dict[str, Any], source: str, base_dir: Path) -> SiteConfi
     except ValidationError as exc:
         raise from_validation_error(source, exc) from None
     _cross_check(cfg, source)
+    _cross_check_leaks(cfg, source)
     return cfg
 
 

@@ -100,6 +100,15 @@ class Gateway:
         for rule in self.rules:
             self.rules_by_point.setdefault((rule.device, rule.point), []).append(rule)
         self.rule_by_name = {rule.cfg.name: rule for rule in self.rules}
+        # [[tanks]] and [[cables]]: alarms of their own, fed by edge/tank_monitor.py
+        # (imported only then: it brings numpy).
+        self.leaks: Any = None
+        if cfg.tanks or cfg.cables:
+            from edge.tank_monitor import LeakMonitors
+
+            self.leaks = LeakMonitors(cfg, saved)
+            self.rules += self.leaks.rules
+            self.rule_by_name.update({r.cfg.name: r for r in self.leaks.rules})
         # Maintenance mode: target ("device" or "device.point") -> who, why, since.
         self.maintenance: dict[str, MaintenanceRow] = self.store.load_maintenance()
         # Acknowledge inputs: point -> the alarms its rising edge acknowledges (None:
@@ -215,6 +224,17 @@ class Gateway:
                 if t is not None:
                     changed.append((rule, t))
         self._commit_transitions(changed, ts)
+
+    def _leak_checks(self, device: str, samples, ts: str) -> None:  # type: ignore[no-untyped-def]
+        """Tank tests, sudden loss and cable zones on one poll: relays, then records."""
+        if self.maintenance and self.in_maintenance(device, ""):
+            return
+        events, changed = self.leaks.feed(device, samples, self.clock(), ts)
+        self._commit_transitions(changed, ts)
+        for ev in events:
+            self._stored("leak test", self.store.add_event, ev.source, "leak_test",
+                         ev.state, severity=ev.severity, point=ev.point, value=ev.value,
+                         message=ev.message, ts=ts, durable=ev.state == "fail")
 
     def _stored_baseline(self, alarm: str) -> Baseline | None:
         """A cusum alarm's baseline learned before a restart (store meta table)."""
@@ -458,6 +478,8 @@ class Gateway:
         # Alarms and relays before the store: a full or broken disk must not delay,
         # let alone stop, a leak alarm.
         self._evaluate(name, samples, ts)
+        if self.leaks is not None and name in self.leaks.devices:
+            self._leak_checks(name, samples, ts)
         if self.ack_inputs:
             self._check_ack_inputs(name, samples)
         if self._stored("readings", self.store.add_readings, ts, dev.cfg.name, rows):

@@ -7,6 +7,7 @@ stream (time, level, thermistor temperatures); it finds the quiet period itself.
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -434,3 +435,36 @@ class SuddenLossDetector:
             self.active = False
             return False
         return None
+
+
+_MESSAGE = re.compile(
+    r"^(?P<verdict>\w+): (?P<rate_gph>-?[\d.]+) gal/h, 95% interval "
+    r"(?P<lower_gph>-?[\d.]+) \.\. (?P<upper_gph>-?[\d.]+) gal/h, threshold "
+    r"(?P<threshold_gph>[\d.]+) gal/h, target (?P<target_gph>[\d.]+) gal/h, "
+    r"(?P<window_h>[\d.]+) h test(?: from (?P<start>\S+) to (?P<end>\S+))?: "
+    r"(?P<reason>.*)$")
+
+
+def leak_test_message(res: StaticResult, start: str = "", end: str = "") -> str:
+    """One line with the verdict, rate and bounds, as the gateway stores it."""
+    if math.isnan(res.rate_gph):
+        return f"{res.verdict}: {res.reason}"
+    when = f" from {start} to {end}" if start and end else ""
+    return (f"{res.verdict}: {res.rate_gph:.4f} gal/h, 95% interval "
+            f"{res.lower_gph:.4f} .. {res.upper_gph:.4f} gal/h, threshold "
+            f"{res.threshold_gph:.4f} gal/h, target {res.target_gph:.4f} gal/h, "
+            f"{(res.end_s - res.start_s) / 3600:.2f} h test{when}: {res.reason}")
+
+
+def parse_leak_test_message(message: str) -> dict[str, Any]:
+    """The fields of a leak_test_message line (rates None when it has none)."""
+    m = _MESSAGE.match(message or "")
+    keys = ("rate_gph", "lower_gph", "upper_gph", "threshold_gph", "target_gph",
+            "window_h")
+    if m is None:
+        verdict, _, reason = (message or "").partition(": ")
+        return {"verdict": verdict, "reason": reason, **{k: None for k in keys},
+                "start": None, "end": None}
+    out: dict[str, Any] = {k: float(m[k]) for k in keys}
+    out.update(verdict=m["verdict"], reason=m["reason"], start=m["start"], end=m["end"])
+    return out
