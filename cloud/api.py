@@ -12,6 +12,7 @@ from cloud.gw_api import install_groundwater
 from cloud.gw_store import GroundwaterStore
 from cloud.auth import AuthStore, can_see, make_guard
 from cloud.ingest import Ingestor
+from cloud.leak_api import install_leak_tests
 from cloud.operations import OperationsStore
 from cloud.store import HEALTH_HISTORY, CloudStore, normalise_ts, parse_ts
 from cloud.store_pg import PgStore
@@ -186,4 +187,5 @@ def create_app(
     gw_path = getattr(store, "path", None) or auth.path
     install_groundwater(app, store, GroundwaterStore(gw_path))
     install_web(app, store, auth, ops)
+    install_leak_tests(app, store, MAX_READINGS_LIMIT)
     return app
