@@ -20,6 +20,8 @@ from drivers.errors import ConfigError
 from drivers.profile import Profile
 from leak_detection.tank_chart import horizontal_cylinder_volume_l
 
+L_PER_US_GAL = 3.785411784
+
 from .replay import AquaTrollRecord, WellLevelRecord, load_aquatroll, load_well_level
 
 log = logging.getLogger(__name__)
@@ -151,7 +153,14 @@ class WellLevelReplay(ReplayModel):
 
 
 class TankModel(DeviceModel):
-    """Buried horizontal tank: daytime dispensing, a refill every other evening."""
+    """Buried horizontal tank: daytime dispensing, a refill every other evening.
+
+    Options for leak tests: `leak_gph` (US gal/h of product lost from `leak_from_s`
+    simulated seconds on; each refill tops the loss up), `expansion = true` (the level
+    follows the product's thermal expansion, as in a real tank; else it ignores the
+    temperature), and the daily dispensing hours `dispense_from_h`, `dispense_to_h`
+    (the rest of the day is quiet: no product moves).
+    """
 
     name = "tank"
     OPTIONS = {
@@ -160,6 +169,11 @@ class TankModel(DeviceModel):
         "length_m": Option(float, 0.1),
         "level_mm": Option(float, 0.0),
         "water_mm": Option(float, 0.0),
+        "leak_gph": Option(float, 0.0),
+        "leak_from_s": Option(float, 0.0),
+        "expansion": Option(bool),
+        "dispense_from_h": Option(float, 0.0),
+        "dispense_to_h": Option(float, 0.0),
     }
     REQUIRED = frozenset({"level_mm", "temperature_c", "gross_volume_l"})
 
@@ -185,12 +199,24 @@ class TankModel(DeviceModel):
         length_m: float = 6.0,
         level_mm: float = 1800.0,
         water_mm: float = 5.0,
+        leak_gph: float = 0.0,
+        leak_from_s: float = 0.0,
+        expansion: bool = False,
+        dispense_from_h: float | None = None,
+        dispense_to_h: float | None = None,
     ):
         self.seed = seed
         self.diameter_mm = diameter_m * 1000
         self.length_mm = length_m * 1000
         self.water_mm = water_mm
-        dispense_h = (self.DISPENSE_H[1] - self.DISPENSE_H[0]) * 2
+        self.leak_gph, self.leak_from_s, self.expansion = leak_gph, leak_from_s, expansion
+        hours = (self.DISPENSE_H[0] if dispense_from_h is None else dispense_from_h,
+                 self.DISPENSE_H[1] if dispense_to_h is None else dispense_to_h)
+        if not 0 <= hours[0] < hours[1] <= 24:
+            raise OptionError("dispense_from_h", "dispensing hours must satisfy 0 <= "
+                              "dispense_from_h < dispense_to_h <= 24")
+        self.dispense_hours = hours
+        dispense_h = (hours[1] - hours[0]) * 2
         self.swing_mm = self.DISPENSE_MM_PER_H * dispense_h
         self.top_mm = level_mm + self.swing_mm / 2
         if self.top_mm > self.diameter_mm or level_mm - self.swing_mm / 2 < water_mm:
@@ -205,7 +231,7 @@ class TankModel(DeviceModel):
 
     def _dispensing_s(self, t: float) -> float:
         """Seconds of dispensing between the start of the cycle and t."""
-        start_s, end_s = (h * 3600 for h in self.DISPENSE_H)
+        start_s, end_s = (h * 3600 for h in self.dispense_hours)
         total = 0.0
         for day in range(int(self.CYCLE_S // 86400)):
             lo, hi = day * 86400 + start_s, day * 86400 + end_s
@@ -213,7 +239,38 @@ class TankModel(DeviceModel):
         return total
 
     def level_mm_at(self, sim_s: float) -> float:
-        """Noise-free product level (mm) at sim_s."""
+        """Noise-free product level (mm) at sim_s: the schedule, less the leak, with
+        the product's expansion if `expansion` is set."""
+        level = self._schedule_mm(sim_s)
+        if not self.leak_gph and not self.expansion:
+            return level
+        volume_l = self.volume_l(level)
+        if self.expansion:
+            volume_l *= 1 + self.EXPANSION_PER_C * (
+                self.temperature_c_at(sim_s) - self.REFERENCE_C)
+        if self.leak_gph:
+            # The loss since the leak began or since the last refill topped it up.
+            cycle_start = sim_s - sim_s % self.CYCLE_S
+            refilled = cycle_start - self.CYCLE_S + self.REFILL_AT_S + self.REFILL_S
+            if sim_s % self.CYCLE_S >= self.REFILL_AT_S + self.REFILL_S:
+                refilled += self.CYCLE_S
+            since_s = sim_s - max(self.leak_from_s, refilled, 0.0)
+            volume_l -= self.leak_gph * L_PER_US_GAL * max(since_s, 0.0) / 3600
+        return self._level_of(volume_l)
+
+    def _level_of(self, volume_l: float) -> float:
+        """Inverse chart by bisection (the chart is monotonic)."""
+        lo, hi = 0.0, self.diameter_mm
+        for _ in range(50):
+            mid = (lo + hi) / 2
+            if self.volume_l(mid) < volume_l:
+                lo = mid
+            else:
+                hi = mid
+        return (lo + hi) / 2
+
+    def _schedule_mm(self, sim_s: float) -> float:
+        """The dispensing and refill schedule's level (mm) at sim_s."""
         t = sim_s % self.CYCLE_S
         bottom = self.top_mm - self.swing_mm
         if t < self.REFILL_AT_S:
