@@ -28,8 +28,13 @@ from edge.clock import WallClock
 from edge.config import BusSection, DeviceSection, SiteConfig, load_config
 from edge.service import notify, watchdog_interval_s
 from edge.status_page import StatusPage
+from edge.recovery import open_gateway_store
 from edge.store import (
-    SCHEMA_VERSION, AlarmStateRow, MaintenanceRow, Request, open_gateway_store, utc_now_iso,
+    SCHEMA_VERSION,
+    AlarmStateRow,
+    MaintenanceRow,
+    Request,
+    utc_now_iso,
 )
 from edge.uplink import Uplink, uplink_credentials
 from groundwatch import contract

@@ -5,13 +5,8 @@ import time
 
 import pytest
 
-from edge.store import (
-    SCHEMA_VERSION,
-    WAL_LIMIT_BYTES,
-    EdgeStore,
-    StoreError,
-    open_gateway_store,
-)
+from edge.recovery import open_gateway_store
+from edge.store import SCHEMA_VERSION, WAL_LIMIT_BYTES, EdgeStore, StoreError
 
 
 def test_seqs_are_unique_and_survive_reopen(tmp_path):
@@ -174,7 +169,7 @@ def test_unclean_stop_with_a_damaged_page_is_caught_and_seqs_continue(
         f.seek(page_size * (db.stat().st_size // page_size // 2))
         f.write(b"\xa5" * page_size)
     # A Raspberry Pi without its clock: the salvaged high-water mark must carry on.
-    monkeypatch.setattr("edge.store.time.time_ns", lambda: 0)
+    monkeypatch.setattr("edge.recovery.time.time_ns", lambda: 0)
     store, recovery = open_gateway_store(db)
     # Caught either by the quick check or while opening, whichever meets it first.
     assert recovery is not None
