@@ -49,12 +49,21 @@ class TankSection(_Strict):
     min_test_h: float = Field(default=1.0, gt=0)
     max_test_h: float = Field(default=3.0, gt=0)
     max_settle_h: float = Field(default=24.0, gt=0)
+    # The waiting rule after a movement (leak_detection.static_test.LeakTestSettings).
+    max_temperature_rate_c_per_h: float = Field(default=0.2 * 5 / 9, gt=0)
+    max_gradient_rate_c_per_h: float = Field(default=0.07, gt=0)
+    settle_check_h: float = Field(default=2.0, gt=0)
+    settle_step_h: float = Field(default=0.5, gt=0)
     event_l: float = Field(default=3.0, gt=0)
     block_s: float = Field(default=60.0, gt=0)
     # The rolling window the gateway keeps: one sample per sample_s, window_h long.
     sample_s: float = Field(default=10.0, gt=0)
     window_h: float = Field(default=36.0, gt=0)
     check_interval_s: float = Field(default=60.0, gt=0)
+    # Tank seconds per gateway second: 1 on a site. A simulated tank played faster
+    # than real time (`groundwatch simulate --speed`) sets the speed here, so that
+    # rates are per hour of the tank's time and the waits above are in its hours.
+    time_scale: float = Field(default=1.0, gt=0)
     fail_relays: list[str] = Field(default_factory=list)
     # Sudden loss: more than sudden_loss_l within sudden_loss_window_s, watched in
     # closed_hours (local [start, end) hours, e.g. [[22, 6]]) when no product is sold.
@@ -126,7 +135,11 @@ class TankSection(_Strict):
             dispensing_settle_s=self.dispensing_settle_h * 3600,
             min_test_s=self.min_test_h * 3600, max_test_s=self.max_test_h * 3600,
             max_settle_s=self.max_settle_h * 3600, event_l=self.event_l,
-            block_s=self.block_s, settled_at_start=False)
+            block_s=self.block_s, settled_at_start=False,
+            max_temperature_rate_c_per_h=self.max_temperature_rate_c_per_h,
+            max_gradient_rate_c_per_h=self.max_gradient_rate_c_per_h,
+            settle_check_s=self.settle_check_h * 3600,
+            settle_step_s=self.settle_step_h * 3600)
 
 
 class ZoneSection(_Strict):

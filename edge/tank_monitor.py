@@ -132,6 +132,7 @@ class TankWatch:
     def feed(self, now_s: float, values: dict[str, float], ts: str
              ) -> tuple[list[LeakEvent], list[tuple[AlarmRule, Transition]]]:
         """One poll's good values of the tank's points."""
+        now_s *= self.cfg.time_scale
         events: list[LeakEvent] = []
         changed: list[tuple[AlarmRule, Transition]] = []
         cfg = self.cfg
@@ -213,9 +214,10 @@ class TankWatch:
         start = end = ""
         if math.isfinite(res.start_s):
             # The window in wall time, from the monotonic times of the buffer.
-            wall_s = self.wall() - now_s
-            start, end = (datetime.fromtimestamp(wall_s + x, UTC).isoformat(
-                timespec="seconds") for x in (res.start_s, res.end_s))
+            wall_s, scale = self.wall(), self.cfg.time_scale
+            start, end = (datetime.fromtimestamp(
+                wall_s - (now_s - x) / scale, UTC).isoformat(timespec="seconds")
+                for x in (res.start_s, res.end_s))
         message = leak_test_message(res, start, end)
         log.log(logging.WARNING if res.verdict == FAIL else logging.INFO,
                 "tank=%s static test %s", self.cfg.name, message)
