@@ -111,7 +111,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 
 
 def _cmd_check(args: argparse.Namespace) -> int:
-    from groundwatch.commission import check_site, format_plan
+    from groundwatch.poll_plan import check_site, format_plan
 
     cfg, plans = check_site(args.config)
     n_points = sum(len(m.points) for m in cfg.maps.values())

@@ -18,13 +18,15 @@ from groundwatch.commission import (
     UsageError,
     bus_from_options,
     decode_value,
-    format_plan,
-    inter_frame_silence_s,
     parse_endpoint,
     parse_units,
+    register_request,
+)
+from groundwatch.poll_plan import (
+    format_plan,
+    inter_frame_silence_s,
     plan_site,
     read_line_s,
-    register_request,
     transaction_line_s,
 )
 
