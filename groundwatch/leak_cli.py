@@ -20,7 +20,8 @@ TANK_KEYS = {"name", "shape", "diameter_mm", "length_mm", "levels_mm", "volumes_
 PRODUCT_KEYS = {"name", "expansion_per_c", "reference_c"}
 TEST_KEYS = {"target_gph", "threshold_fraction", "delivery_settle_h",
              "dispensing_settle_h", "min_test_h", "max_test_h", "event_l",
-             "settled_at_start"}
+             "settled_at_start", "max_settle_h", "settle_check_h", "settle_step_h",
+             "max_temperature_rate_c_per_h", "max_gradient_rate_c_per_h"}
 
 
 def _number(source: str, path: str, value: Any, positive: bool = True) -> float:
@@ -97,7 +98,9 @@ def tank_from_dict(doc: dict[str, Any], source: str) -> tuple[Tank, LeakTestSett
     s = _table(source, doc, "test", TEST_KEYS, required=False)
     hours = {"delivery_settle_h": "delivery_settle_s",
              "dispensing_settle_h": "dispensing_settle_s",
-             "min_test_h": "min_test_s", "max_test_h": "max_test_s"}
+             "min_test_h": "min_test_s", "max_test_h": "max_test_s",
+             "max_settle_h": "max_settle_s", "settle_check_h": "settle_check_s",
+             "settle_step_h": "settle_step_s"}
     skw: dict[str, Any] = {}
     for key, value in s.items():
         if key == "settled_at_start":

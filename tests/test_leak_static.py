@@ -142,7 +142,8 @@ def layered_stream(rng, layer_tau_h, hours=20.0, sample_s=30.0):
     whose excess passes into the column: the thermistors' rates disagree."""
     t = np.arange(-3600.0, hours * 3600, sample_s)
     th = np.maximum(t, 0) / 3600
-    level = 1000.0 + np.clip((t + 900) / 900, 0, 1) * 400 + 0.005 * rng.standard_normal(len(t))
+    noise = 0.005 * rng.standard_normal(len(t))
+    level = 1000.0 + np.clip((t + 900) / 900, 0, 1) * 400 + noise
     excess = -3.0 * np.exp(-th / layer_tau_h) * (t >= 0)
     temps = np.column_stack([15 + excess, 15 - excess / 10, 15 - excess / 10])
     return t, level, np.round(temps / 0.0556) * 0.0556

@@ -45,8 +45,8 @@ def test_dispensing_hours_leave_the_rest_of_the_day_quiet():
     assert model.level_mm_at(0.0) > model.level_mm_at(6 * 3600.0) + 70
     assert model.level_mm_at(6 * 3600.0) == model.level_mm_at(23 * 3600.0)
     with pytest.raises(ConfigError) as exc:
-        create_model("t", {"model": "tank", "dispense_from_h": 8.0, "dispense_to_h": 6.0},
-                     load_profile("tank_gauge"), "s.toml")
+        create_model("t", {"model": "tank", "dispense_from_h": 8.0,
+                           "dispense_to_h": 6.0}, load_profile("tank_gauge"), "s.toml")
     assert exc.value.path == "simulation.t.dispense_from_h"
     assert create_model("t", {"model": "tank", "leak_gph": 0.5, "expansion": True},
                         load_profile("tank_gauge"), "s.toml").leak_gph == 0.5

@@ -209,7 +209,8 @@ class TankModel(DeviceModel):
         self.diameter_mm = diameter_m * 1000
         self.length_mm = length_m * 1000
         self.water_mm = water_mm
-        self.leak_gph, self.leak_from_s, self.expansion = leak_gph, leak_from_s, expansion
+        self.leak_gph, self.leak_from_s = leak_gph, leak_from_s
+        self.expansion = expansion
         hours = (self.DISPENSE_H[0] if dispense_from_h is None else dispense_from_h,
                  self.DISPENSE_H[1] if dispense_to_h is None else dispense_to_h)
         if not 0 <= hours[0] < hours[1] <= 24:
