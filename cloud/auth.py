@@ -19,6 +19,8 @@ from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 from fastapi import HTTPException, Request
 
+from cloud.sidecar import connect_shared
+
 log = logging.getLogger(__name__)
 
 ROLES = ("regulator", "enterprise", "engineer")
@@ -26,7 +28,6 @@ ALL_SITES = "*"
 DEFAULT_SESSION_TTL_S = 8 * 3600.0
 SESSION_COOKIE = "gw_session"
 TOKEN_PREFIX = "gwt_"
-BUSY_TIMEOUT_MS = 10_000
 MIN_PASSWORD_LEN = 8
 # Paths anyone may call: liveness, and the login itself.
 PUBLIC_PATHS = frozenset({"/api/health", "/api/auth/login", "/api/auth/logout"})
@@ -144,13 +145,7 @@ class AuthStore:
         self._hasher = hasher or PasswordHasher()
         self._dummy_hash: str | None = None
         self._lock = threading.Lock()
-        self._db = sqlite3.connect(self.path, isolation_level=None,
-                                   check_same_thread=False,
-                                   timeout=BUSY_TIMEOUT_MS / 1000)
-        self._db.row_factory = sqlite3.Row
-        self._db.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.executescript(_SCHEMA)
+        self._db = connect_shared(self.path, _SCHEMA, wal=True)
 
     def close(self) -> None:
         """Close the database connection."""

@@ -26,12 +26,12 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from cloud.sidecar import RoundWorker, connect_shared
 from cloud.store import format_ts, normalise_ts, utc_now
 from groundwatch import contract
 
 log = logging.getLogger(__name__)
 
-BUSY_TIMEOUT_MS = 10_000
 RESEND_AFTER_S = 30.0
 EXPIRE_AFTER_S = 24 * 3600.0
 
@@ -75,8 +75,10 @@ class CommandError(ValueError):
     """A command that cannot be queued (no such gateway known for the alarm...)."""
 
 
-class Commands:
+class Commands(RoundWorker):
     """The command queue in the cloud's SQLite file, and its sender."""
+
+    thread_name = "commands"
 
     def __init__(self, path: str | Path, publish: Publish | None = None, *,
                  resend_after_s: float = RESEND_AFTER_S,
@@ -87,15 +89,8 @@ class Commands:
         self.resend_after_s, self.expire_after_s = resend_after_s, expire_after_s
         self.clock = clock
         self._lock = threading.Lock()
-        self._db = sqlite3.connect(self.path, isolation_level=None,
-                                   check_same_thread=False,
-                                   timeout=BUSY_TIMEOUT_MS / 1000)
-        self._db.row_factory = sqlite3.Row
-        self._db.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
-        self._db.executescript(_SCHEMA)
-        self._wake = threading.Event()
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        self._db = connect_shared(self.path, _SCHEMA)
+        super().__init__()
         self._online: set[tuple[str, str]] = set()
         self._unresolved: set[int] = set()  # web acks whose gateway is unknown (logged)
 
@@ -321,28 +316,6 @@ class Commands:
     def run_once(self) -> int:
         self.adopt_web_acks()
         return self.publish_due()
-
-    def start(self, interval_s: float = 1.0) -> None:
-        """Adopt and publish in a background thread until stop()."""
-        def loop() -> None:
-            while not self._stop.is_set():
-                try:
-                    self.run_once()
-                except Exception:  # noqa: BLE001 - the sender must outlive a bad row
-                    log.exception("command sender failed a round")
-                self._wake.wait(interval_s)
-                self._wake.clear()
-
-        self._stop.clear()
-        self._thread = threading.Thread(target=loop, name="commands", daemon=True)
-        self._thread.start()
-
-    def stop(self) -> None:
-        self._stop.set()
-        self._wake.set()
-        if self._thread is not None:
-            self._thread.join(5)
-            self._thread = None
 
 
 def utc_now_from(epoch_s: float) -> str:

@@ -4,7 +4,6 @@ and incidents, in the receiver's SQLite file beside the readings."""
 from __future__ import annotations
 
 import json
-import sqlite3
 import threading
 from collections.abc import Iterable
 from datetime import date
@@ -12,9 +11,8 @@ from pathlib import Path
 from typing import Any
 
 from cloud.labdata import LabResult
+from cloud.sidecar import connect_shared
 from cloud.store import utc_now
-
-BUSY_TIMEOUT_MS = 10_000
 
 # A result is one (site, well, constituent, sampled day): importing a corrected lab
 # report replaces the earlier value instead of doubling it.
@@ -70,12 +68,7 @@ class GroundwaterStore:
         if self.path != ":memory:":
             Path(self.path).parent.mkdir(parents=True, exist_ok=True)
         self._lock = threading.Lock()
-        self._db = sqlite3.connect(self.path, isolation_level=None,
-                                   check_same_thread=False,
-                                   timeout=BUSY_TIMEOUT_MS / 1000)
-        self._db.row_factory = sqlite3.Row
-        self._db.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
-        self._db.executescript(_SCHEMA)
+        self._db = connect_shared(self.path, _SCHEMA)
 
     def close(self) -> None:
         """Close the connection."""

@@ -16,7 +16,6 @@ import json
 import logging
 import os
 import smtplib
-import sqlite3
 import ssl
 import threading
 import time
@@ -30,12 +29,12 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from cloud.sidecar import RoundWorker, connect_shared
 from cloud.store import utc_now
 from drivers.errors import ConfigError, from_validation_error
 
 log = logging.getLogger(__name__)
 
-BUSY_TIMEOUT_MS = 10_000
 TEXT_TEMPLATE = ("【groundwatch {level_text}】{site}/{gateway} {alarm} {state} "
                  "({severity}): {message} value={value} at {ts}")
 # Chat-bot bodies: {text} is the whole notification as one line of text.
@@ -253,8 +252,10 @@ def send(ch: EmailChannel | WebhookChannel, fields: dict[str, str]) -> str:
         ch, fields)
 
 
-class Notifier:
+class Notifier(RoundWorker):
     """Turns arriving alarm events into notifications and sends them, in a thread."""
+
+    thread_name = "notify"
 
     def __init__(self, path: str | Path, cfg: NotifyConfig, *,
                  acked_in_cloud: Callable[[str, str, str, float], str | None]
@@ -264,15 +265,8 @@ class Notifier:
         # (site, gateway, alarm, since_s) -> who acknowledged it in the cloud, or None
         self.acked_in_cloud = acked_in_cloud
         self._lock = threading.Lock()
-        self._db = sqlite3.connect(str(path), isolation_level=None,
-                                   check_same_thread=False,
-                                   timeout=BUSY_TIMEOUT_MS / 1000)
-        self._db.row_factory = sqlite3.Row
-        self._db.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
-        self._db.executescript(_SCHEMA)
-        self._wake = threading.Event()
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        self._db = connect_shared(str(path), _SCHEMA)
+        super().__init__()
 
     def close(self) -> None:
         self.stop()
@@ -444,22 +438,4 @@ class Notifier:
         return self.send_due()
 
     def start(self, interval_s: float = 0.5) -> None:
-        def loop() -> None:
-            while not self._stop.is_set():
-                try:
-                    self.run_once()
-                except Exception:  # noqa: BLE001 - keep notifying after a bad row
-                    log.exception("notifier failed a round")
-                self._wake.wait(interval_s)
-                self._wake.clear()
-
-        self._stop.clear()
-        self._thread = threading.Thread(target=loop, name="notify", daemon=True)
-        self._thread.start()
-
-    def stop(self) -> None:
-        self._stop.set()
-        self._wake.set()
-        if self._thread is not None:
-            self._thread.join(10)
-            self._thread = None
+        super().start(interval_s)

@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import json
-import sqlite3
 import threading
 from pathlib import Path
 from typing import Any
 
+from cloud.sidecar import connect_shared
 from cloud.store import utc_now
 
-BUSY_TIMEOUT_MS = 10_000
 MAX_COMMENT_CHARS = 2000
 
 # `delivered_at` stays NULL until the acknowledgement has reached the gateway (not
@@ -80,12 +79,7 @@ class OperationsStore:
 
     def __init__(self, path: str | Path) -> None:
         self._lock = threading.Lock()
-        self._db = sqlite3.connect(Path(path), isolation_level=None,
-                                   check_same_thread=False,
-                                   timeout=BUSY_TIMEOUT_MS / 1000)
-        self._db.row_factory = sqlite3.Row
-        self._db.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
-        self._db.executescript(_SCHEMA)
+        self._db = connect_shared(Path(path), _SCHEMA)
 
     def close(self) -> None:
         """Close the database connection."""
