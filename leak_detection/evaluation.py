@@ -234,15 +234,19 @@ class TargetResult:
     by_condition: list[dict[str, Any]] = field(default_factory=list)
 
 
-def _settings_for(target_gph: float, model: EvalModel) -> LeakTestSettings:
-    return LeakTestSettings(target_gph=target_gph)
+def _settings_for(target_gph: float, model: EvalModel,
+                  base: LeakTestSettings | None = None) -> LeakTestSettings:
+    return replace(base or LeakTestSettings(), target_gph=target_gph)
 
 
 def evaluate(
     model: EvalModel, n_per_condition: int = 200, targets: tuple[float, ...] = (0.1, 0.2),
-    seed: int = 20260501,
+    seed: int = 20260501, settings: LeakTestSettings | None = None,
 ) -> list[TargetResult]:
-    """Run the evaluation: per fill and offset, n tight and n leaking tests per target."""
+    """Run the evaluation: per fill and offset, n tight and n leaking tests per target.
+
+    `settings` (its target aside) replaces the detector's defaults.
+    """
     tank = model.tank()
     root = np.random.SeedSequence(seed)
     rows: dict[float, dict[str, list[Any]]] = {
@@ -255,13 +259,13 @@ def evaluate(
         tight = [simulate_stream(model, rng, fill, before, off, 0.0)
                  for _ in range(n_per_condition)]
         for target in targets:
-            settings = _settings_for(target, model)
+            target_settings = _settings_for(target, model, settings)
             leaks = [simulate_stream(model, rng, fill, before, off, target)
                      for _ in range(n_per_condition)]
-            res_t = [leak_test(s.t_s, s.level_mm, s.temperature_c, tank, settings)
-                     for s in tight]
-            res_l = [leak_test(s.t_s, s.level_mm, s.temperature_c, tank, settings)
-                     for s in leaks]
+            res_t = [leak_test(s.t_s, s.level_mm, s.temperature_c, tank,
+                               target_settings) for s in tight]
+            res_l = [leak_test(s.t_s, s.level_mm, s.temperature_c, tank,
+                               target_settings) for s in leaks]
             rows[target]["tight"].extend(res_t)
             rows[target]["leak"].extend(res_l)
             rows[target]["cond"].append({
@@ -281,7 +285,8 @@ def evaluate(
         tr = np.array([r.rate_gph for r in tight_res])
         lr = np.array([r.rate_gph for r in leak_res])
         out.append(TargetResult(
-            target_gph=target, threshold_gph=_settings_for(target, model).threshold_gph,
+            target_gph=target,
+            threshold_gph=_settings_for(target, model, settings).threshold_gph,
             n_tests=len(tight_res) + len(leak_res), n_leak=len(leak_res),
             n_tight=len(tight_res), pd=detected / len(leak_res),
             pd_wilson95=wilson_interval(detected, len(leak_res)),
