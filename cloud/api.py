@@ -8,9 +8,9 @@ from typing import Any
 
 from fastapi import Depends, FastAPI, HTTPException, Query, Request
 
+from cloud.auth import AuthStore, can_see, make_guard
 from cloud.gw_api import install_groundwater
 from cloud.gw_store import GroundwaterStore
-from cloud.auth import AuthStore, can_see, make_guard
 from cloud.ingest import Ingestor
 from cloud.leak_api import install_leak_tests
 from cloud.operations import OperationsStore
