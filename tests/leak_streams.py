@@ -128,3 +128,57 @@ def generate(rng: np.random.Generator, fill: float, offset_f: float,
     resolution_c = 0.01 * 5 / 9  # 0.01 °F
     reads = np.round(reads / resolution_c) * resolution_c
     return t, level, reads
+
+
+def evaluate(n_per_condition: int, targets: tuple[float, ...] = (0.1, 0.2),
+             **generate_kw: float) -> dict[str, dict]:
+    """Pd and Pfa of streams from this generator through `leak-test`'s code (CSV
+    written and read), per target: 2 fills x 5 offsets x n tight and n leaking."""
+    import tempfile
+    from datetime import datetime, timezone
+    from pathlib import Path
+
+    from groundwatch.leak_cli import run_leak_test, write_stream
+    from leak_detection.stats import wilson_interval
+
+    start = datetime(2026, 4, 1, 18, 0, tzinfo=timezone.utc)
+    out = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        tank, csv = Path(tmp) / "tank.toml", Path(tmp) / "stream.csv"
+        for target in targets:
+            tank.write_text(tank_toml(target))
+            rng = np.random.default_rng(int(target * 1000) + 7)
+            res: dict[str, list[dict]] = {"tight": [], "leak": []}
+            for fill in (0.5, 0.9):
+                for offset in (-10.0, -5.0, 0.0, 5.0, 10.0):
+                    for kind, rate in (("tight", 0.0), ("leak", target)):
+                        for _ in range(n_per_condition):
+                            t, level, temps = generate(rng, fill, offset, rate,
+                                                       **generate_kw)
+                            write_stream(csv, t, level, temps, start)
+                            res[kind].append(run_leak_test(csv, tank))
+            detected = sum(r["verdict"] == "fail" for r in res["leak"])
+            false_alarms = sum(r["verdict"] != "pass" for r in res["tight"])
+            rates = [r["rate_gph"] for r in res["tight"] if r["rate_gph"] is not None]
+            out[str(target)] = {
+                "n_leak": len(res["leak"]), "n_tight": len(res["tight"]),
+                "pd": detected / len(res["leak"]),
+                "pd_wilson95": wilson_interval(detected, len(res["leak"])),
+                "pfa": false_alarms / len(res["tight"]),
+                "pfa_wilson95": wilson_interval(false_alarms, len(res["tight"])),
+                "inconclusive_tight": sum(r["verdict"] == "inconclusive"
+                                          for r in res["tight"]),
+                "tight_rate_sd_gph": float(np.std(rates)),
+            }
+    return out
+
+
+if __name__ == "__main__":
+    # python tests/leak_streams.py [N] [plume_fraction]: the figures of
+    # docs/leak_detection.md (N = 40: 400 + 400 streams per target, ~2 min).
+    import json
+    import sys
+
+    n = int(sys.argv[1]) if len(sys.argv) > 1 else 40
+    kw = {"plume_fraction": float(sys.argv[2])} if len(sys.argv) > 2 else {}
+    print(json.dumps(evaluate(n, **kw), indent=1))
