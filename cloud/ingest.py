@@ -7,6 +7,7 @@ import json
 import logging
 import socket
 import sqlite3
+import sys
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -99,6 +100,8 @@ class Ingestor:
         # within seconds of the broker's return (docs/uplink.md).
         self._client.reconnect_delay_set(min_delay=1, max_delay=4)
         self._client.on_connect = self._on_connect
+        self._client.on_connect_fail = self._on_connect_fail
+        self._connect_failures = 0
         self._client.on_disconnect = self._on_disconnect
         self._client.on_subscribe = self._on_subscribe
         self._client.on_message = self._on_message
@@ -170,6 +173,7 @@ class Ingestor:
         self, client: mqtt.Client, userdata: Any, flags: mqtt.ConnectFlags,
         reason_code: mqtt.ReasonCode, properties: mqtt.Properties | None,
     ) -> None:
+        self._connect_failures = 0
         if reason_code.is_failure:
             log.warning("broker %s:%s refused the connection: %s",
                         self.broker_host, self.broker_port, reason_code)
@@ -190,6 +194,14 @@ class Ingestor:
             return
         log.debug("subscribed to %s", self.subscriptions)
         self._ready.set()
+
+    def _on_connect_fail(self, client: mqtt.Client, userdata: Any) -> None:
+        # paho calls this inside its `except OSError`: the exception is the reason.
+        self._connect_failures += 1
+        if self._connect_failures in (1, 10) or self._connect_failures % 100 == 0:
+            log.warning("cannot connect to the broker %s:%s (attempt %d): %s",
+                        self.broker_host, self.broker_port, self._connect_failures,
+                        sys.exc_info()[1])
 
     def _on_disconnect(
         self, client: mqtt.Client, userdata: Any, flags: mqtt.DisconnectFlags,

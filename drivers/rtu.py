@@ -22,8 +22,10 @@ server ("RTU over TCP"); the transports only move bytes.
 
 from __future__ import annotations
 
+import select
 import socket
 import struct
+import termios
 import time
 from typing import Protocol
 
@@ -95,23 +97,40 @@ class SerialTransport:
 
     def __init__(self, port: str, baudrate: int, parity: str, stopbits: int,
                  bytesize: int):
-        self.port = serial.Serial(
-            port, baudrate=baudrate, parity=parity, stopbits=stopbits,
-            bytesize=bytesize, timeout=0, exclusive=True,
-        )
+        try:
+            self.port = serial.Serial(
+                port, baudrate=baudrate, parity=parity, stopbits=stopbits,
+                bytesize=bytesize, timeout=0, exclusive=True,
+            )
+        except (serial.SerialException, OSError, ValueError, termios.error) as exc:
+            # pyserial's own message is often just "(22, 'Invalid argument')".
+            hint = (" (a pty refuses parity E or O on some kernels; a real RS-485 "
+                    "adapter accepts it)" if "22" in str(exc) and parity != "N" else "")
+            raise OSError(f"cannot open {port} at {baudrate} {bytesize}{parity}"
+                          f"{stopbits}: {exc}{hint}") from None
 
     def write(self, data: bytes) -> None:
         self.port.write(data)
         self.port.flush()
 
     def read(self, n: int, deadline: float) -> bytes:
+        # The port stays non-blocking (timeout 0) and the deadline is a select():
+        # changing pyserial's timeout re-applies every line setting (a tcsetattr
+        # per read), which is slow and fails outright on a pty that refused parity.
         out = bytearray()
+        fd = self.port.fileno()
         while len(out) < n:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 break
-            self.port.timeout = remaining
-            out += self.port.read(n - len(out))
+            ready, _, _ = select.select([fd], [], [], remaining)
+            if not ready:
+                break
+            chunk = self.port.read(n - len(out))
+            if not chunk:  # readable but empty: the adapter went away
+                raise OSError(f"{self.port.port}: no data although readable "
+                              "(device disconnected?)")
+            out += chunk
         return bytes(out)
 
     def discard_input(self) -> None:

@@ -50,12 +50,14 @@ def start_broker(workdir: Path, port: int, kind: str = "auto") -> subprocess.Pop
         raise RuntimeError("mosquitto is not installed (use --broker embedded)")
     if exe:
         conf = write_mosquitto_config(workdir, port)
+        # A session of its own: a Ctrl-C at the terminal reaches only whoever
+        # started it, which then stops it in order.
         return subprocess.Popen([exe, "-c", str(conf)], stdout=subprocess.DEVNULL,
-                                stderr=subprocess.DEVNULL)
+                                stderr=subprocess.DEVNULL, start_new_session=True)
     log_file = (workdir / "broker.log").open("ab")
     return subprocess.Popen(
         [sys.executable, "-m", "groundwatch.broker", str(port)],
-        stdout=log_file, stderr=subprocess.STDOUT,
+        stdout=log_file, stderr=subprocess.STDOUT, start_new_session=True,
     )
 
 

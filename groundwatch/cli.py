@@ -461,6 +461,22 @@ def _cmd_profiles(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _port(text: str) -> int:
+    """An argparse type: a TCP port, 0 to 65535."""
+    port = int(text)
+    if not 0 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"{port} is not a TCP port (0 to 65535)")
+    return port
+
+
+def _positive(text: str) -> float:
+    """An argparse type: a number of seconds (or a speed) above zero."""
+    value = float(text)
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"{text} must be above zero")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="groundwatch",
@@ -488,9 +504,10 @@ def build_parser() -> argparse.ArgumentParser:
             "serve the site's devices from recorded data (Modbus TCP and RTU on ptys)",
             "groundwatch simulate --config site.toml --speed 900")
     p.add_argument("--config", required=True, help="site configuration (TOML)")
-    p.add_argument("--speed", type=float, default=900.0,
+    p.add_argument("--speed", type=_positive, default=900.0,
                    help="recorded seconds per real second (900: one 15-min record/s)")
-    p.add_argument("--duration", type=float, default=None, help="stop after S seconds")
+    p.add_argument("--duration", type=_positive, default=None,
+                   help="stop after S seconds")
 
     p = add("cloud", _cmd_cloud,
             "run the cloud receiver: ingest over MQTT, acknowledge, serve HTTP JSON",
@@ -503,7 +520,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="share the data topics with the other receivers of this group "
                    "(MQTT shared subscription; use with a PostgreSQL --db)")
     p.add_argument("--http-host", default="127.0.0.1", help="HTTP bind address")
-    p.add_argument("--http-port", type=int, default=8080, help="HTTP port (default 8080)")
+    p.add_argument("--http-port", type=_port, default=8080,
+                   help="HTTP port (default 8080)")
     p.add_argument("--offline-after", type=float, default=120.0,
                    help="seconds of silence before a gateway shows offline")
     p.add_argument("--auth-db", metavar="PATH",
@@ -567,11 +585,12 @@ def build_parser() -> argparse.ArgumentParser:
     p = add("demo", _cmd_demo,
             "run a whole simulated site: broker, cloud, simulators and a gateway",
             "groundwatch demo --duration 60 --http-port 8080")
-    p.add_argument("--duration", type=float, default=None,
+    p.add_argument("--duration", type=_positive, default=None,
                    help="stop after S seconds, print a summary, exit 0 if data flowed")
-    p.add_argument("--http-port", type=int, default=0, help="cloud API port (0: a free one)")
+    p.add_argument("--http-port", type=_port, default=0,
+                   help="cloud API port (0: a free one)")
     p.add_argument("--workdir", default=None, help="where everything is written")
-    p.add_argument("--speed", type=float, default=900.0, help="replay speed")
+    p.add_argument("--speed", type=_positive, default=900.0, help="replay speed")
     p.add_argument("--broker", choices=["auto", "mosquitto", "embedded"], default="auto",
                    help="MQTT broker: a private Mosquitto if installed (auto), or the "
                         "embedded Python broker")

@@ -278,7 +278,24 @@ def run_demo(duration_s: float | None, http_port: int, workdir: str | None,
 
     def spawn(name: str, args: list[str]) -> subprocess.Popen:
         log = (work / f"{name}.log").open("ab")
-        return subprocess.Popen(py + args, stdout=log, stderr=subprocess.STDOUT, cwd=work)
+        # Each child in a session of its own: Ctrl-C at the terminal reaches only the
+        # demo, which then stops the gateway first and the broker last, and reports.
+        return subprocess.Popen(py + args, stdout=log, stderr=subprocess.STDOUT, cwd=work,
+                                start_new_session=True)
+
+    def why_exited(p: subprocess.Popen) -> str:
+        name = next((n for n in ("cloud", "simulate", "edge") if n in p.args), "broker")
+        log = work / f"{name}.log"
+        lines = log.read_text(errors="replace").splitlines() if log.exists() else []
+        errors = [line for line in lines if "error" in line.lower()]
+        return f"the {name} process exited: " + (
+            (errors or lines)[-1].strip() if lines else f"exit status {p.returncode}")
+
+    # SIGTERM (kill, systemd, a CI runner) ends the demo as Ctrl-C does: in order.
+    def on_term(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, on_term)
 
     procs: list[subprocess.Popen] = []
     try:
@@ -310,13 +327,13 @@ def run_demo(duration_s: float | None, http_port: int, workdir: str | None,
         while deadline is None or time.monotonic() < deadline:
             for p in procs:
                 if p.poll() is not None:
-                    print(f"a demo process exited early ({p.args}); see {work}/*.log",
-                          file=sys.stderr)
+                    print(f"{why_exited(p)}\n(logs in {work}/*.log)", file=sys.stderr)
                     return 1
             time.sleep(0.5)
     except KeyboardInterrupt:
-        pass
+        print("stopping: gateway, simulators, cloud, broker", file=sys.stderr)
     finally:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
         # Gateway first, so its last records are published while the cloud still runs.
         for p in reversed(procs[2:]):
             _stop(p)
