@@ -26,7 +26,10 @@ def _loc_to_path(loc: tuple) -> str:
 
 def from_validation_error(source: str, exc: ValidationError, prefix: str = "") -> ConfigError:
     """Turn pydantic's first error into a ConfigError with a dotted key path."""
-    err = exc.errors()[0]
+    errors = exc.errors()
+    # A misspelt key shows up twice: as an unknown key, and as the real key missing.
+    # The unknown one is the mistake the user made, so it is the one named.
+    err = next((e for e in errors if e["type"] == "extra_forbidden"), errors[0])
     loc = tuple(p for p in err["loc"] if not str(p).startswith("function-"))
     path = _loc_to_path(loc)
     if prefix:

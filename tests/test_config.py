@@ -60,6 +60,15 @@ def test_errors_name_the_key_path(path, value, expected):
     assert expected in str(err.value)
 
 
+def test_a_misspelt_key_is_named_not_the_key_it_hides():
+    doc = example()
+    device = doc["buses"][0]["devices"][1]
+    device["unitid"] = device.pop("unit_id")
+    with pytest.raises(ConfigError) as err:
+        parse_config(doc, "site.toml", EXAMPLE.parent)
+    assert "buses[0].devices[1].unitid: unknown key" in str(err.value)
+
+
 def test_cli_exits_2_with_the_key_path(tmp_path):
     bad = tmp_path / "site.toml"
     bad.write_text(EXAMPLE.read_text().replace("unit_id = 2", "unit_id = 999", 1))
