@@ -85,3 +85,14 @@ def test_flow_cli_collinear_wells_fail_with_one_line(tmp_path, capsys):
     assert main(["flow", str(path)]) == 1
     err = capsys.readouterr().err
     assert "collinear" in err and len(err.strip().splitlines()) == 1
+
+
+def test_flow_cli_on_the_shipped_heads_file(capsys):
+    heads = Path(__file__).parents[1] / "groundwatch" / "examples" / "heads.csv"
+    assert main(["flow", str(heads), "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    # The file's heads lie on 50 - 0.004 x - 0.003 y: water runs down the gradient,
+    # toward +x (east) and +y (north) in the ratio 4 : 3.
+    assert out["direction_deg"] == pytest.approx(math.degrees(math.atan2(0.004, 0.003)),
+                                                 abs=0.01)
+    assert out["gradient"] == pytest.approx(0.005, rel=1e-3) and out["r2"] > 0.999
