@@ -175,8 +175,8 @@ class AuthStore:
         if role == "regulator" and site_list:
             raise AuthError("a regulator sees every site: give no --site")
         if role != "regulator" and not site_list:
-            raise AuthError(f"an {role} user needs at least one --site "
-                            f"({ALL_SITES!r} for all)")
+            every = f" ({ALL_SITES!r} for all)" if role == "engineer" else ""
+            raise AuthError(f"an {role} user needs at least one --site{every}")
         if role == "enterprise" and ALL_SITES in site_list:
             raise AuthError("an enterprise user sees its own sites only, not '*'")
         if len(password) < MIN_PASSWORD_LEN:
