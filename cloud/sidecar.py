@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import sqlite3
 import threading
+from abc import ABC, abstractmethod
 from pathlib import Path
 
 BUSY_TIMEOUT_MS = 10_000
@@ -33,7 +34,7 @@ def connect_shared(path: str | Path, schema: str, wal: bool = False) -> sqlite3.
     return db
 
 
-class RoundWorker:
+class RoundWorker(ABC):
     """Runs `run_once()` in a daemon thread every interval until `stop()`."""
 
     thread_name = "worker"
@@ -43,8 +44,9 @@ class RoundWorker:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
+    @abstractmethod
     def run_once(self) -> object:
-        raise NotImplementedError
+        """One round of work; what it returns is for tests and callers."""
 
     def wake(self) -> None:
         """Run the next round now rather than at the end of the interval."""

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import sqlite3
+from abc import ABC, abstractmethod
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
@@ -27,7 +28,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
-class OperatorRequests:
+class OperatorRequests(ABC):
     """The part of the gateway that applies operators' requests (a mixin of Gateway)."""
 
     cfg: SiteConfig
@@ -39,12 +40,13 @@ class OperatorRequests:
     ack_inputs: dict[tuple[str, str], list[str] | None]
     input_state: dict[tuple[str, str], bool]
 
-    def _update_relays(self) -> None:
-        raise NotImplementedError
+    # The gateway's own: relays follow the alarm states, store calls never raise.
+    @abstractmethod
+    def _update_relays(self) -> None: ...
 
+    @abstractmethod
     def _stored(self, what: str, func: Callable[..., Any], *args: Any,
-                **kwargs: Any) -> bool:
-        raise NotImplementedError
+                **kwargs: Any) -> bool: ...
 
     def in_maintenance(self, device: str, point: str) -> bool:
         return device in self.maintenance or f"{device}.{point}" in self.maintenance

@@ -199,8 +199,8 @@ def mbpoll(port: int, *args: str) -> None:
     assert "Written 1 references" in proc.stdout, proc.stdout
 
 
-@pytest.mark.skipif(not Path(MBPOLL).exists(), reason="mbpoll is not installed")
 def test_values_written_by_mbpoll(server):
+    assert Path(MBPOLL).exists(), "mbpoll is not installed: apt-get install mbpoll"
     # mbpoll -0: 0-based references (the wire address); -t 4:float writes float32 in
     # CDAB (low word first) unless -B makes it ABCD; -t 4:int is int32 alike. Values
     # after "--" may be negative.
@@ -340,8 +340,9 @@ def test_silent_unit_errors_within_the_timeout(demo):
 def test_read_over_rtu_raw_and_configured(demo):
     config_path, cfg, sim = demo
     wells = cfg.buses[1]
-    if wells.kind != "rtu":
-        pytest.skip("socat is not installed: the demo wells are RTU over TCP")
+    assert wells.kind == "rtu", (
+        "socat is not installed (apt-get install socat): the demo wells fell back to "
+        "RTU over TCP, so there is no pty to read")
     expected = sim.call(lambda: sim.sim.values("mw1"))
     # well_probe: temperature is register 47 of a 1-based manual: wire address 46.
     out = read_json("--rtu", str(wells.serial_port), "--baud", str(wells.baudrate),
