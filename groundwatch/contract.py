@@ -143,13 +143,18 @@ def decode_batch(payload: bytes, max_bytes: int = MAX_BATCH_BYTES) -> dict[str, 
     return body
 
 
+def _parse_json(payload: bytes | str, what: str) -> Any:
+    """JSON of a message; ContractError names the message kind if it is not JSON."""
+    try:
+        return json.loads(payload)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ContractError(f"{what} is not JSON: {exc}") from None
+
+
 def decode_envelope(payload: bytes, max_bytes: int = MAX_BATCH_BYTES) -> dict[str, Any]:
     """Parse a data-topic payload (plain or compressed) and check all but its records."""
     text = unwrap_payload(payload, max_bytes)
-    try:
-        body = json.loads(text)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ContractError(f"payload is not JSON: {exc}") from None
+    body = _parse_json(text, "payload")
     if not isinstance(body, dict):
         raise ContractError("payload is not a JSON object")
     if body.get("v") != CONTRACT_VERSION:
@@ -220,10 +225,7 @@ def encode_ack(batch_id: Any, stored: list[list[int]],
 
 def decode_ack(payload: bytes) -> dict[str, Any]:
     """Parse an acknowledgement; raise ContractError if it is not one."""
-    try:
-        body = json.loads(payload)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ContractError(f"ack is not JSON: {exc}") from None
+    body = _parse_json(payload, "ack")
     if not isinstance(body, dict) or body.get("v") != CONTRACT_VERSION:
         raise ContractError("ack: not a version-1 object")
     for key in ("stored", "dead_lettered"):
@@ -312,10 +314,7 @@ def encode_health(site: str, gateway: str, health: dict[str, Any]) -> bytes:
 
 def decode_health(payload: bytes) -> dict[str, Any]:
     """Parse and check a health-topic payload; raise ContractError naming the field."""
-    try:
-        body = json.loads(payload)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ContractError(f"health is not JSON: {exc}") from None
+    body = _parse_json(payload, "health")
     check_health(body)
     return body  # type: ignore[no-any-return]
 
@@ -368,10 +367,7 @@ def encode_command(site: str, gateway: str, command: dict[str, Any]) -> bytes:
 
 def decode_command(payload: bytes) -> dict[str, Any]:
     """Parse and check a command-topic payload; raise ContractError naming the field."""
-    try:
-        body = json.loads(payload)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ContractError(f"command is not JSON: {exc}") from None
+    body = _parse_json(payload, "command")
     check_command(body)
     return body  # type: ignore[no-any-return]
 
